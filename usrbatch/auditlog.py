@@ -1,0 +1,133 @@
+"""structlog, configured once: JSON lines to a file for machines, key-values for humans.
+
+Every line is an event name plus key-values. Context shared by many lines (loop_id, step, job_id,
+scheduler, dataset) is bound once with `bind_context`, never repeated at each call.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+SCHEMA_VERSION = 1
+SECRET_MARKERS = (
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "api_key",
+    "apikey",
+    "webhook",
+    "auth",
+    "credential",
+    "bearer",
+    "cookie",
+    "session",
+    "private_key",
+    "passphrase",
+)
+_lock = threading.Lock()
+_configured_path: Path | None = None
+
+
+def _utc_ts(_logger: Any, _name: str, event_dict: dict) -> dict:
+    event_dict.setdefault(
+        "ts", _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
+    return event_dict
+
+
+def _schema(_logger: Any, _name: str, event_dict: dict) -> dict:
+    event_dict.setdefault("schema", SCHEMA_VERSION)
+    return event_dict
+
+
+def redact(event_dict: dict) -> dict:
+    """Replace values whose key looks secret with `***REDACTED***` (any depth)."""
+    out: dict = {}
+    for key, value in event_dict.items():
+        if isinstance(key, str) and key not in ("event",) and any(m in key.lower() for m in SECRET_MARKERS):
+            out[key] = "***REDACTED***"
+        elif isinstance(value, dict):
+            out[key] = redact(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _redact(_logger: Any, _name: str, event_dict: dict) -> dict:
+    return redact(event_dict)
+
+
+class _JsonLinesFile:
+    """A structlog logger that appends one line per event with O_APPEND (safe across processes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def msg(self, line: str) -> None:
+        data = (line + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    info = debug = warning = error = critical = exception = msg
+
+
+class _Discard:
+    def msg(self, line: str) -> None:
+        return None
+
+    info = debug = warning = error = critical = exception = msg
+
+
+def configure(path: Path | str | None) -> None:
+    """Send events to `path` as JSON lines (None: events are dropped). Safe to call again."""
+    global _configured_path
+    with _lock:
+        target = Path(path).expanduser().absolute() if path else None
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        factory = (lambda *a: _JsonLinesFile(target)) if target else (lambda *a: _Discard())
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                _schema,
+                _utc_ts,
+                _redact,
+                structlog.processors.dict_tracebacks,
+                structlog.processors.JSONRenderer(sort_keys=False),
+            ],
+            logger_factory=factory,
+            cache_logger_on_first_use=False,
+        )
+        _configured_path = target
+
+
+def configured_path() -> Path | None:
+    return _configured_path
+
+
+def bind_context(**values: Any) -> None:
+    """Bind fields (loop_id, step, job_id, scheduler, dataset, ...) to every later line."""
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_context() -> None:
+    structlog.contextvars.clear_contextvars()
+
+
+def get_logger() -> Any:
+    return structlog.get_logger()
+
+
+def configure_from_env(explicit: Path | str | None = None) -> None:
+    """--log-json wins, else $USRBATCH_AUDIT_LOG, else drop events."""
+    configure(explicit or os.environ.get("USRBATCH_AUDIT_LOG") or None)

@@ -1,0 +1,69 @@
+"""What every CLI command shares: the context object and the one place errors are rendered."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from usrbatch.errors import UserAbort, UsrError
+
+
+@dataclass(frozen=True)
+class UsrContext:
+    """Global options of `usr`, resolved once."""
+
+    root: Path
+    remotes_config: Path | None
+    rich: bool
+    log_json: Path | None
+
+
+def resolve_root(root: str | None) -> Path:
+    """--root, else $USR_ROOT, else the current directory."""
+    value = root or os.environ.get("USR_ROOT") or os.getcwd()
+    return Path(value).expanduser().absolute()
+
+
+pass_usr = click.make_pass_decorator(UsrContext)
+
+
+def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
+    """Run a click group; map UsrError to `ERROR: ...` + exit 2, never a traceback for a user mistake."""
+    try:
+        group.main(args=argv, prog_name=group.name, standalone_mode=False)
+        return 0
+    except UsrError as exc:
+        click.echo(f"ERROR: {exc.message}")
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}")
+        return exc.exit_code
+    except UserAbort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except FileExistsError as exc:
+        click.echo(f"ERROR: {exc}")
+        return 3
+    except FileNotFoundError as exc:
+        click.echo(f"ERROR: {exc}")
+        return 4
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except BrokenPipeError:
+        # `usr head ... | head -1`: the reader went away; that is not an error.
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush at exit
+        return 0

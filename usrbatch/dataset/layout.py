@@ -1,0 +1,103 @@
+"""The USR on-disk layout: dataset ids, dataset paths, and the sync category of every file."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+
+from usrbatch.errors import DatasetError
+
+RECORDS = "records.parquet"
+META = "meta.md"
+EVENTS = ".events.log"
+SNAPSHOTS_DIR = "_snapshots"
+DERIVED_DIR = "_derived"
+REGISTRY_DIR = "_registry"
+REGISTRY_FILE = "registry.yaml"  # at the datasets root, not inside a dataset
+
+DATASET_LOCK = ".usr.lock"
+EVENTS_LOCK = ".events.lock"
+TRANSFER_LOCK = ".usr.transfer.lock"
+LEASE_PREFIX = ".usr.lease."
+# Our own temporary names (uploads beside their targets, atomic writes): never inventoried.
+TEMP_PREFIX = ".usrbatch-tmp-"
+
+RUNTIME_NAMES = frozenset({DATASET_LOCK, EVENTS_LOCK, TRANSFER_LOCK})
+SNAPSHOT_NAME = re.compile(r"^records-\d{8}T\d{6,}\.parquet$")
+
+
+class Category(StrEnum):
+    PRIMARY = "primary"
+    META = "meta"
+    EVENTS = "events"
+    SNAPSHOTS = "snapshots"
+    DERIVED = "derived"
+    AUXILIARY = "auxiliary"
+    RUNTIME = "runtime"
+
+
+def is_runtime(relpath: str) -> bool:
+    """True for lock/lease/temp paths that sync never inventories nor transfers."""
+    parts = PurePosixPath(relpath).parts
+    if not parts:
+        return False
+    top = parts[0]
+    if top in RUNTIME_NAMES or top.startswith(LEASE_PREFIX):
+        return True
+    return any(p.startswith(TEMP_PREFIX) for p in parts)
+
+
+def classify(relpath: str) -> Category:
+    """The sync category of a path relative to the dataset dir (POSIX separators)."""
+    if is_runtime(relpath):
+        return Category.RUNTIME
+    parts = PurePosixPath(relpath).parts
+    if relpath == RECORDS:
+        return Category.PRIMARY
+    if relpath == META:
+        return Category.META
+    if relpath == EVENTS:
+        return Category.EVENTS
+    if parts[0] == SNAPSHOTS_DIR and len(parts) > 1:
+        return Category.SNAPSHOTS
+    if parts[0] == DERIVED_DIR and len(parts) > 1:
+        return Category.DERIVED
+    return Category.AUXILIARY
+
+
+def normalize_dataset_id(raw: str) -> str:
+    """Validate and normalize a dataset id: flat `name` or `namespace/name`.
+
+    Raises DatasetError naming the problem for empty, absolute, `.`/`..`, empty components,
+    backslashes or an `archived` first component.
+    """
+    text = (raw or "").strip()
+    if not text:
+        raise DatasetError("Dataset id is empty. Pass a dataset id like 'demo' or 'densegen/demo'.")
+    if text.startswith("/") or text.startswith("~"):
+        raise DatasetError(
+            f"Dataset id '{raw}' is an absolute path. Pass a relative id like 'densegen/demo' "
+            "(use --root to choose the datasets root)."
+        )
+    if "\\" in text or "\x00" in text:
+        raise DatasetError(
+            f"Dataset id '{raw}' contains a backslash or NUL. Use '/' between namespace and name."
+        )
+    parts = text.rstrip("/").split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise DatasetError(
+            f"Dataset id '{raw}' has an empty, '.' or '..' component. Use 'name' or 'namespace/name'."
+        )
+    if len(parts) > 2:
+        raise DatasetError(
+            f"Dataset id '{raw}' has more than two components. Use 'name' or 'namespace/name'."
+        )
+    if parts[0] == "archived":
+        raise DatasetError(f"Dataset id '{raw}' starts with 'archived', which is reserved.")
+    return "/".join(parts)
+
+
+def dataset_dir(root: Path, dataset_id: str) -> Path:
+    """The directory of a dataset id under a datasets root."""
+    return Path(root) / normalize_dataset_id(dataset_id)

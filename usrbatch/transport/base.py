@@ -1,0 +1,149 @@
+"""The Transport protocol: the few operations the sync engine needs from the other side.
+
+The engine never knows whether it talks to a directory on this machine (`local.py`) or a host over
+SSH (`ssh.py`). All remote paths are POSIX paths RELATIVE to the remote's base_dir (for example
+`densegen/demo/_derived/infer/part-1.parquet`); implementations validate them (no absolute paths,
+no `..`, no empty components) and quote them for any shell they reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal, Protocol, runtime_checkable
+
+from usrbatch.errors import TransferError
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One regular file of an inventory."""
+
+    path: str  # POSIX path relative to the dataset dir
+    size: int
+    mtime_ns: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every regular file of one dataset dir, from ONE call (one remote round trip)."""
+
+    exists: bool
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    rejected: tuple[tuple[str, str], ...] = ()  # (relpath, "symlink" | "special" | ...)
+    events_lines: int | None = None  # line count of .events.log when present
+    primary_shape: tuple[int, int] | None = None  # (rows, cols) of records.parquet, when asked
+    hashed_bytes: int = 0  # bytes actually hashed (0 when every hash came from the cache)
+
+    @classmethod
+    def from_agent(cls, data: dict) -> Inventory:
+        """Build from the agent's JSON answer, validating every path it names."""
+        files = {}
+        for rel, (size, mtime_ns, sha) in data.get("files", {}).items():
+            safe = validate_relpath(rel, what="remote inventory")
+            files[safe] = FileEntry(safe, int(size), int(mtime_ns), sha)
+        rejected = tuple((str(r), str(k)) for r, k in data.get("rejected", []))
+        shape = data.get("primary_shape")
+        return cls(
+            exists=bool(data.get("exists")),
+            files=files,
+            rejected=rejected,
+            events_lines=data.get("events_lines"),
+            primary_shape=(int(shape[0]), int(shape[1])) if shape else None,
+            hashed_bytes=int(data.get("hashed_bytes", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One file to move. `remote` is relative to base_dir; `local` is absolute on this machine.
+
+    Downloads write `local` (resuming a partial file found there); uploads write `remote`, which
+    the engine sets to a temporary name beside the target. `sha256` is the expected final hash:
+    the transport checks it and raises VerificationError on a mismatch after its retries.
+    """
+
+    remote: str
+    local: Path
+    size: int
+    sha256: str
+
+
+ProgressFn = Callable[[str, int], None]  # (relpath, bytes just moved)
+EventLockMode = Literal["none", "shared", "exclusive"]
+
+
+class Lease(Protocol):
+    """A held remote dataset lock; `alive()` is False once the connection or holder died."""
+
+    token: str
+
+    def alive(self) -> bool: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What a remote offers the engine. Each method is one round trip unless it says otherwise."""
+
+    @property
+    def label(self) -> str:
+        """Human-readable target, e.g. `local:/data/usr` or `alice@scc1.bu.edu:/proj/usr`."""
+        ...
+
+    def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
+        """Inventory of `<base_dir>/<rel_dir>` (exists=False when absent)."""
+        ...
+
+    def download(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
+        """Copy remote files to local paths; resumable; verifies each sha256."""
+        ...
+
+    def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
+        """Copy local files to remote paths (parents created); resumable; verifies each sha256."""
+        ...
+
+    def apply(self, renames: Sequence[tuple[str, str]], removals: Sequence[str]) -> None:
+        """In one round trip: rename each (src, dst) into place, creating parents and replacing
+        dst atomically; then remove each path in `removals` and prune directories left empty."""
+        ...
+
+    def lease(
+        self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
+    ) -> AbstractContextManager[Lease]:
+        """Hold `<rel_dir>/.usr.lock` (creating rel_dir), plus `.events.lock` in `events` mode,
+        for the duration of the context. Raises TransferError on timeout."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def validate_relpath(raw: str, *, what: str = "path") -> str:
+    """Return a safe POSIX relative path or raise TransferError: no absolute paths, no `..`/`.`,
+    no empty components, no NUL or newline, no backslashes."""
+    text = raw[2:] if raw.startswith("./") else raw
+    bad = (
+        not text
+        or text.startswith("/")
+        or "\x00" in text
+        or "\n" in text
+        or "\r" in text
+        or "\\" in text
+        or any(part in ("", ".", "..") for part in text.split("/"))
+    )
+    if bad:
+        raise TransferError(f"{what} contains unsafe relative path {raw!r}.")
+    return str(PurePosixPath(text))
+
+
+def iter_chunks(fh, size: int = 1024 * 1024) -> Iterator[bytes]:
+    """Yield blocks of a binary file object (bounded memory)."""
+    while True:
+        block = fh.read(size)
+        if not block:
+            return
+        yield block
