@@ -1,9 +1,360 @@
-"""Commands of `usr` (filled in by its owner)."""
+"""`usr` data commands: namespace, init, import, attach, head, info, validate, ls, events tail.
+
+Each command parses its options, calls one library function in usrbatch.dataset and renders the
+result. User mistakes surface as UsrError, which `run_cli` prints as `ERROR: ...` with exit 2.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shlex
+import sys
+
 import click
+
+from usrbatch.cli.common import UsrContext, pass_usr
+from usrbatch.dataset import events as ev
+from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
+from usrbatch.dataset.overlays import attach, read_dataset
+from usrbatch.dataset.preview import ellipsize, format_cell, rank_columns, render_table
+from usrbatch.dataset.records import import_records, init_dataset
+from usrbatch.dataset.ref import open_dataset
+from usrbatch.dataset.registry import load_registry, register_namespace
+from usrbatch.errors import DatasetError, UsrError
+
+WIDE_LIMIT = 6
+
+
+def _csv_list(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# namespace
+
+
+@click.group("namespace")
+def namespace_group() -> None:
+    """Namespaces in registry.yaml (the columns overlays may write)."""
+
+
+@namespace_group.command("register")
+@click.argument("namespace")
+@click.option(
+    "--columns", required=True, help="'ns__a:float64,ns__v:list<float64>' (struct<a:T,b:U> is fine)."
+)
+@click.option("--owner", default=None, help="Who owns the namespace.")
+@click.option("--description", default=None, help="What the columns hold.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing namespace.")
+@pass_usr
+def namespace_register(
+    usr: UsrContext, namespace: str, columns: str, owner: str | None, description: str | None, overwrite: bool
+) -> None:
+    """Register NAMESPACE with its typed columns."""
+    path = register_namespace(
+        usr.root, namespace, columns, owner=owner, description=description, overwrite=overwrite
+    )
+    click.echo(f"Registered namespace '{namespace}' in {path}.")
+
+
+@namespace_group.command("list")
+@pass_usr
+def namespace_list(usr: UsrContext) -> None:
+    """List registered namespaces and their columns."""
+    registry = load_registry(usr.root, required=True)
+    assert registry is not None
+    for name, spec in sorted(registry.namespaces.items()):
+        click.echo(f"{name}: {', '.join(c.name for c in spec.columns)}")
+
+
+@namespace_group.command("show")
+@click.argument("namespace")
+@pass_usr
+def namespace_show(usr: UsrContext, namespace: str) -> None:
+    """Show one namespace."""
+    registry = load_registry(usr.root, required=True)
+    assert registry is not None
+    spec = registry.require(namespace)
+    click.echo(f"name: {spec.name}")
+    click.echo(f"owner: {spec.owner or ''}")
+    click.echo(f"description: {spec.description or ''}")
+    click.echo("columns:")
+    for column in spec.columns:
+        click.echo(f"  - {column.name}: {column.type}")
+
+
+# ---------------------------------------------------------------------------------------------
+# init / import / attach
+
+
+@click.command("init")
+@click.argument("dataset")
+@click.option("--source", default="", help="Where the data comes from.")
+@click.option("--notes", default="", help="Free text for meta.md.")
+@pass_usr
+def init_cmd(usr: UsrContext, dataset: str, source: str, notes: str) -> None:
+    """Create DATASET (flat `name` or `namespace/name`) under the root."""
+    result = init_dataset(usr.root, dataset, source=source, notes=notes)
+    if result.registry_created:
+        click.echo(
+            f"Created {result.registry_path} with the reserved 'usr_state' namespace "
+            "(register more with `usr namespace register`)."
+        )
+    click.echo(f"Initialized dataset '{result.dataset.dataset_id}' at {result.dataset.dir}.")
+
+
+@click.command("import")
+@click.argument("dataset")
+@click.option(
+    "--from",
+    "fmt",
+    required=True,
+    type=click.Choice(["csv", "parquet", "jsonl", "fasta"]),
+    help="Input format.",
+)
+@click.option("--path", "path", required=True, type=click.Path(dir_okay=False), help="Input file.")
+@click.option("--bio-type", default="dna", show_default=True, help="dna, rna or protein (default per row).")
+@click.option(
+    "--alphabet", default="dna_4", show_default=True, help="dna_4, dna_5, rna_4, ... (default per row)."
+)
+@click.option(
+    "--source", default=None, help="Source label for every row (default: the file's source column)."
+)
+@click.option(
+    "--skip-existing", is_flag=True, help="Skip sequences already in the dataset instead of failing."
+)
+@pass_usr
+def import_cmd(
+    usr: UsrContext,
+    dataset: str,
+    fmt: str,
+    path: str,
+    bio_type: str,
+    alphabet: str,
+    source: str | None,
+    skip_existing: bool,
+) -> None:
+    """Append base records (sequences) to DATASET."""
+    result = import_records(
+        open_dataset(usr.root, dataset),
+        path,
+        fmt=fmt,
+        bio_type=bio_type,
+        alphabet=alphabet,
+        source=source,
+        skip_existing=skip_existing,
+    )
+    click.echo(
+        f"Imported {result.rows_written} row(s) into {result.dataset.dataset_id} "
+        f"({result.rows_skipped} skipped) from {path}."
+    )
+
+
+@click.command("attach")
+@click.argument("dataset")
+@click.option(
+    "--path", required=True, type=click.Path(dir_okay=False), help="csv, parquet, jsonl or json file."
+)
+@click.option("--namespace", required=True, help="Registered namespace of the columns.")
+@click.option("--key", default="id", show_default=True, help="id|sequence|sequence_norm|sequence_ci.")
+@click.option("--key-col", default=None, help="Input column holding the key (default: --key).")
+@click.option("--columns", default=None, help="Comma-separated input columns to attach (default: all).")
+@click.option("--allow-overwrite", is_flag=True, help="Replace values of columns that already exist.")
+@click.option("--allow-missing", is_flag=True, help="Skip rows whose key is not in the dataset.")
+@click.option("--parse-json/--no-parse-json", default=True, show_default=True, help="Parse JSON-like cells.")
+@click.option("--note", default=None, help="Command text recorded in meta.md (default: this command).")
+@pass_usr
+def attach_cmd(
+    usr: UsrContext,
+    dataset: str,
+    path: str,
+    namespace: str,
+    key: str,
+    key_col: str | None,
+    columns: str | None,
+    allow_overwrite: bool,
+    allow_missing: bool,
+    parse_json: bool,
+    note: str | None,
+) -> None:
+    """Attach namespaced overlay columns from a file to DATASET."""
+    result = attach(
+        open_dataset(usr.root, dataset),
+        path,
+        namespace,
+        key=key,
+        key_col=key_col,
+        columns=_csv_list(columns),
+        allow_overwrite=allow_overwrite,
+        allow_missing=allow_missing,
+        parse_json=parse_json,
+        command=note or shlex.join(["usr", *sys.argv[1:]]),
+    )
+    click.echo(
+        f"Attached {result.rows_matched} matched row(s) of {namespace} columns into "
+        f"{result.dataset.dataset_id} (input file: {path})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# head / info / validate / ls
+
+
+@click.command("head")
+@click.argument("dataset")
+@click.option("-n", "n", default=10, show_default=True, type=int, help="Rows to show.")
+@click.option("--columns", default=None, help="Comma-separated columns to show.")
+@click.option("--raw", is_flag=True, help="Print cells without prettifying.")
+@click.option("--max-colwidth", default=80, show_default=True, type=int)
+@click.option("--max-list-items", default=6, show_default=True, type=int)
+@click.option("--precision", default=4, show_default=True, type=int)
+@pass_usr
+def head_cmd(
+    usr: UsrContext,
+    dataset: str,
+    n: int,
+    columns: str | None,
+    raw: bool,
+    max_colwidth: int,
+    max_list_items: int,
+    precision: int,
+) -> None:
+    """Show the first rows of DATASET (base + overlays)."""
+    if n < 0:
+        raise DatasetError("head row count must be >= 0.")
+    wanted = _csv_list(columns)
+    table = read_dataset(open_dataset(usr.root, dataset), wanted).slice(0, n)
+    if wanted:
+        names = [c for c in ["id", *wanted] if c in table.column_names]
+        names = list(dict.fromkeys(names))
+    else:
+        names = rank_columns(table.column_names)[:WIDE_LIMIT]
+    rows = []
+    for record in table.select(names).to_pylist():
+        cells = []
+        for name in names:
+            value = record[name]
+            text = (
+                ""
+                if raw and value is None
+                else (
+                    str(value) if raw else format_cell(value, precision=precision, max_items=max_list_items)
+                )
+            )
+            cells.append(ellipsize(text, max_colwidth))
+        rows.append(cells)
+    click.echo(render_table(names, rows))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@click.command("info")
+@click.argument("dataset")
+@click.option("--format", "fmt", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@pass_usr
+def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
+    """Rows, columns, overlays, size and event count of DATASET."""
+    info = dataset_info(open_dataset(usr.root, dataset))
+    if fmt == "json":
+        click.echo(json.dumps(dataclasses.asdict(info), indent=2))
+        return
+    click.echo(f"dataset: {info.dataset_id}")
+    click.echo(f"path: {info.path}")
+    click.echo(f"rows: {info.rows}")
+    click.echo(f"columns: {', '.join(info.base_columns + info.overlay_columns)}")
+    click.echo("overlays:" + ("" if info.overlays else " none"))
+    for overlay in info.overlays:
+        kind = ("compact" if overlay.compact else "") + (
+            f"{' + ' if overlay.compact else ''}{overlay.parts} part(s)" if overlay.parts else ""
+        )
+        click.echo(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
+    click.echo(f"size: {_size(info.size_bytes)} ({info.size_bytes} bytes)")
+    click.echo(f"events: {info.events}")
+
+
+@click.command("validate")
+@click.argument("dataset")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@pass_usr
+def validate_cmd(usr: UsrContext, dataset: str, strict: bool) -> None:
+    """Check DATASET: schema, metadata, ids, overlays and the event log."""
+    report = validate_dataset(open_dataset(usr.root, dataset))
+    for warning in report.warnings:
+        click.echo(f"WARNING: {warning}")
+    problems = report.errors + (report.warnings if strict else [])
+    if problems:
+        for problem in report.errors:
+            click.echo(f"  - {problem}")
+        raise DatasetError(
+            f"Dataset '{report.dataset_id}' failed validation with {len(problems)} problem(s)"
+            + (" (warnings count under --strict)" if strict and report.warnings else "")
+            + ". Fix the problems listed above."
+        )
+    click.echo(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
+
+
+@click.command("ls")
+@click.option("--format", "fmt", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
+@pass_usr
+def ls_cmd(usr: UsrContext, fmt: str) -> None:
+    """List datasets under the root."""
+    ids = list_datasets(usr.root)
+    if fmt == "json":
+        click.echo(json.dumps({"root": str(usr.root), "datasets": ids}))
+        return
+    for dataset_id in ids:
+        click.echo(dataset_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# events
+
+
+@click.group("events")
+def events_group() -> None:
+    """The dataset event log (.events.log)."""
+
+
+@events_group.command("tail")
+@click.argument("dataset")
+@click.option("--n", "-n", "n", default=0, show_default=True, type=int, help="Last N lines (0 = all).")
+@click.option("--format", "fmt", default="json", show_default=True, help="json or raw.")
+@click.option("--follow", is_flag=True, help="Keep printing new events (Ctrl-C to stop).")
+@pass_usr
+def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -> None:
+    """Print events of DATASET, one per line."""
+    if fmt not in ("json", "raw"):
+        raise UsrError("format must be one of: json, raw.")
+    ref = open_dataset(usr.root, dataset)
+    lines = ev.tail_lines(ref.dir, n)
+    rendered = [ev.render_line(line, fmt) for line in lines]  # fail before printing a partial answer
+    for text in rendered:
+        click.echo(text)
+    if follow:
+        for line in ev.follow_lines(ref.dir):
+            click.echo(ev.render_line(line, fmt))
 
 
 def register(group: click.Group) -> None:
     """Add this module's commands to the `usr` group."""
+    for command in (
+        namespace_group,
+        init_cmd,
+        import_cmd,
+        attach_cmd,
+        head_cmd,
+        info_cmd,
+        validate_cmd,
+        ls_cmd,
+        events_group,
+    ):
+        group.add_command(command)

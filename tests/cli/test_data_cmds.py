@@ -1,0 +1,256 @@
+"""`usr` data commands through the real entry point (run_cli: ERROR + exit 2 for user mistakes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usrbatch.cli.common import run_cli
+from usrbatch.cli.usr_main import usr
+
+VENV_USR = Path(sys.executable).with_name("usr")
+
+
+def tree_state(root: Path) -> dict[str, bytes | str]:
+    state: dict[str, bytes | str] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            state[os.path.relpath(os.path.join(dirpath, name), root)] = "<dir>"
+        for name in files:
+            full = os.path.join(dirpath, name)
+            state[os.path.relpath(full, root)] = Path(full).read_bytes()
+    return state
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = run_cli(usr, ["--root", str(root), *argv])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    run.root = root  # type: ignore[attr-defined]
+    return run
+
+
+@pytest.fixture
+def populated(cli, tmp_path: Path):
+    """ns/demo with 3 records and an `infer` namespace; returns (cli, root, tmp_path)."""
+    code, out = cli("init", "ns/demo", "--source", "tests")
+    assert code == 0, out
+    code, out = cli(
+        "namespace",
+        "register",
+        "infer",
+        "--columns",
+        "infer__ll:float64,infer__v:list<float64>,infer__s:struct<a:int32,b:string>",
+    )
+    assert code == 0, out
+    seqs = tmp_path / "seqs.csv"
+    seqs.write_text("sequence\nACGTACGT\nAAAACCCC\nggggtttt\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(seqs))
+    assert code == 0, out
+    return cli, cli.root, tmp_path
+
+
+def test_init_creates_registry_and_dataset(cli) -> None:
+    code, out = cli("init", "demo", "--notes", "hello")
+    assert code == 0
+    assert "registry.yaml with the reserved 'usr_state' namespace" in out
+    assert "Initialized dataset 'demo'" in out
+    assert (cli.root / "demo" / "records.parquet").is_file()
+    code, out = cli("init", "demo")
+    assert code == 2 and out.startswith("ERROR: Dataset already exists")
+
+
+def test_namespace_commands(populated) -> None:
+    cli, root, _ = populated
+    code, out = cli("namespace", "list")
+    assert code == 0
+    assert "infer: infer__ll, infer__v, infer__s" in out.splitlines()
+    assert out.splitlines()[-1].startswith("usr_state: usr_state__masked")
+    code, out = cli("namespace", "show", "infer")
+    assert out.splitlines() == [
+        "name: infer",
+        "owner: ",
+        "description: ",
+        "columns:",
+        "  - infer__ll: float64",
+        "  - infer__v: list<float64>",
+        "  - infer__s: struct<a:int32,b:string>",
+    ]
+    code, out = cli("namespace", "register", "infer", "--columns", "infer__x:int8")
+    assert code == 2
+    assert out.strip() == "ERROR: Namespace 'infer' already registered. Use --overwrite to replace."
+
+
+def test_import_attach_head_info_validate_ls_tail(populated) -> None:
+    cli, root, tmp = populated
+    overlay = tmp / "o.csv"
+    overlay.write_text(
+        'sequence,ll,v,s\nACGTACGT,1.234567,"[1, 2, 3, 4, 5, 6, 7, 8]","{""a"": 1, ""b"": ""x""}"\n'
+    )
+    code, out = cli("attach", "ns/demo", "--path", str(overlay), "--namespace", "infer", "--key", "sequence")
+    assert code == 0, out
+    assert out.strip() == f"Attached 1 matched row(s) of infer columns into ns/demo (input file: {overlay})"
+    code, out = cli("head", "ns/demo", "-n", "2", "--columns", "sequence,infer__ll,infer__v,infer__s")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].split() == ["id", "sequence", "infer__ll", "infer__v", "infer__s"]
+    assert (
+        "1.2346" in lines[1] and "vec[8] [1, 2, 3, 4, 5, 6, …]" in lines[1] and "{ a: 1, b: x }" in lines[1]
+    )
+    assert "∅" in lines[2] and len(lines) == 3
+    code, out = cli("head", "ns/demo")
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["id", "sequence"]
+    code, out = cli("info", "ns/demo", "--format", "json")
+    info = json.loads(out)
+    assert info["rows"] == 3 and info["overlay_columns"] == ["infer__ll", "infer__v", "infer__s"]
+    assert info["overlays"][0]["namespace"] == "infer" and info["events"] >= 3
+    code, out = cli("info", "ns/demo")
+    assert "rows: 3" in out and "infer (compact): infer__ll, infer__v, infer__s" in out
+    code, out = cli("validate", "ns/demo", "--strict")
+    assert code == 0 and out.startswith("OK: dataset 'ns/demo' is valid")
+    code, out = cli("ls")
+    assert out.split() == ["ns/demo"]
+    code, out = cli("ls", "--format", "json")
+    assert json.loads(out)["datasets"] == ["ns/demo"]
+    code, out = cli("events", "tail", "ns/demo", "--n", "1")
+    assert code == 0 and json.loads(out)["action"] == "attach"
+    code, out = cli("events", "tail", "ns/demo", "-n", "2", "--format", "raw")
+    assert [json.loads(line)["action"] for line in out.splitlines()] == ["import_rows", "attach"]
+    code, out = cli("events", "tail", "ns/demo")
+    assert [json.loads(line)["action"] for line in out.splitlines()][:2] == ["init", "import_rows"]
+
+
+BAD_INPUTS = [
+    (["init", "../escape"], r"ERROR: Dataset id '\.\./escape' has an empty, '\.' or '\.\.' component"),
+    (
+        ["import", "ns/demo", "--from", "csv", "--path", "{bad_csv}"],
+        r"ERROR: Malformed CSV .*bad\.csv: .*Expected 1 columns, got 2",
+    ),
+    (
+        ["import", "ns/demo", "--from", "csv", "--path", "{bad_alpha}"],
+        r"ERROR: .*alpha\.csv: 1 sequence\(s\) contain symbols outside alphabet dna_4",
+    ),
+    (
+        ["import", "ns/demo", "--from", "csv", "--path", "{dupes}"],
+        r"ERROR: .*dupes\.csv: duplicate sequences",
+    ),
+    (
+        ["attach", "ns/demo", "--path", "{overlay}", "--namespace", "ghost", "--key", "sequence"],
+        r"ERROR: Namespace 'ghost' is not registered\. Register it with `usr namespace register \.\.\.`\.",
+    ),
+    (
+        [
+            "attach",
+            "ns/demo",
+            "--path",
+            "{overlay}",
+            "--namespace",
+            "infer",
+            "--key",
+            "sequence",
+            "--columns",
+            "bad_field",
+        ],
+        r"ERROR: Column\(s\) 'bad_field' named in --columns are not in the input file .*o\.csv",
+    ),
+    (
+        [
+            "attach",
+            "ns/demo",
+            "--path",
+            "{overlay}",
+            "--namespace",
+            "infer",
+            "--key",
+            "sequence",
+            "--key-col",
+            "seq",
+        ],
+        r"ERROR: Missing key column 'seq' in incoming data\.",
+    ),
+    (
+        ["attach", "ns/demo", "--path", "{typed}", "--namespace", "infer", "--key", "sequence"],
+        r"ERROR: Overlay column 'infer__ll' type mismatch: expected float64, got string\.",
+    ),
+    (
+        ["attach", "ns/demo", "--path", "{unregistered}", "--namespace", "infer", "--key", "sequence"],
+        r"ERROR: Overlay column 'infer__zz' not registered under namespace 'infer'\.",
+    ),
+    (
+        ["namespace", "register", "x", "--columns", "x__a:float128"],
+        r"ERROR: Unsupported registry type 'float128'\.",
+    ),
+    (["head", "ns/demo", "-n", "-1"], r"ERROR: head row count must be >= 0\."),
+    (["head", "ns/demo", "--columns", "nope"], r"ERROR: Unknown column\(s\) nope"),
+    (["events", "tail", "ns/demo", "--format", "yaml"], r"ERROR: format must be one of: json, raw\."),
+    (["info", "ns/missing"], r"ERROR: Dataset not initialized: .*ns/missing"),
+]
+
+
+@pytest.mark.parametrize(("argv", "pattern"), BAD_INPUTS)
+def test_bad_input_is_an_error_and_changes_nothing(populated, argv: list[str], pattern: str) -> None:
+    cli, root, tmp = populated
+    files = {
+        "bad_csv": ("bad.csv", "sequence\nACGT\nAAAA,extra\n"),
+        "bad_alpha": ("alpha.csv", "sequence\nACGT\nACGZ\n"),
+        "dupes": ("dupes.csv", "sequence\nTTTT\nTTTT\n"),
+        "overlay": ("o.csv", "sequence,ll\nACGTACGT,1.5\n"),
+        "typed": ("t.csv", "sequence,ll\nACGTACGT,high\n"),
+        "unregistered": ("u.csv", "sequence,zz\nACGTACGT,1\n"),
+    }
+    paths = {}
+    for key, (name, content) in files.items():
+        (tmp / name).write_text(content)
+        paths[key] = str(tmp / name)
+    before = tree_state(root)
+    code, out = cli(*[a.format(**paths) for a in argv])
+    assert code == 2, out
+    assert re.search(pattern, out), out
+    assert "Traceback" not in out
+    assert tree_state(root) == before
+
+
+def test_validate_lists_problems_and_exits_2(populated) -> None:
+    cli, root, _ = populated
+    with open(root / "ns" / "demo" / ".events.log", "ab") as fh:
+        fh.write(b"not json\n")
+    code, out = cli("validate", "ns/demo")
+    assert code == 2
+    assert "  - Event log contains malformed JSON at line" in out
+    assert "ERROR: Dataset 'ns/demo' failed validation with 1 problem(s)" in out
+
+
+def test_events_tail_missing_log(populated) -> None:
+    cli, root, _ = populated
+    (root / "ns" / "demo" / ".events.log").unlink()
+    code, out = cli("events", "tail", "ns/demo")
+    assert code == 2 and out.startswith("ERROR: Events log not found: ")
+
+
+@pytest.mark.skipif(not VENV_USR.exists(), reason="console script not installed in this interpreter's venv")
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "USR_ROOT": str(tmp_path)}
+    ok = subprocess.run([str(VENV_USR), "init", "demo"], capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = subprocess.run(
+        [str(VENV_USR), "import", "demo", "--from", "csv", "--path", str(tmp_path / "missing.csv")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stdout.startswith("ERROR: Input file not found:") and "Traceback" not in bad.stderr

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from usrbatch.dataset import schema as S
+from usrbatch.dataset.layout import SNAPSHOT_NAME
+from usrbatch.dataset.records import SNAPSHOT_KEEP_N, import_records, init_dataset, snapshot_records
+from usrbatch.dataset.ref import DatasetRef, open_dataset
+from usrbatch.dataset.registry import load_registry
+from usrbatch.errors import DatasetError, SchemaError
+
+
+def test_init_creates_the_public_layout(root: Path) -> None:
+    result = init_dataset(root, "densegen/demo", source="lab", notes="first")
+    ref = result.dataset
+    assert result.registry_created
+    names = sorted(p.relative_to(ref.dir).as_posix() for p in ref.dir.rglob("*") if p.is_file())
+    registry = load_registry(root)
+    assert names == sorted(
+        [
+            ".events.lock",
+            ".events.log",
+            ".usr.lock",
+            "meta.md",
+            "records.parquet",
+            f"_registry/registry.{registry.hash}.yaml",
+            *[f"_snapshots/{p.name}" for p in (ref.dir / "_snapshots").iterdir()],
+        ]
+    )
+    snaps = list((ref.dir / "_snapshots").iterdir())
+    assert len(snaps) == 1 and SNAPSHOT_NAME.match(snaps[0].name)
+    schema = pq.read_schema(ref.records)
+    assert schema.remove_metadata() == S.CORE_SCHEMA
+    meta = S.read_metadata(schema)
+    assert meta[S.META_SCHEMA_VERSION] == "1"
+    assert meta[S.META_ID_HASH] == "sha1_utf8_pipe"
+    assert meta[S.META_REGISTRY_HASH] == registry.hash
+    assert meta[S.META_DATASET_CREATED_AT].endswith("Z")
+    assert (ref.dir / f"_registry/registry.{registry.hash}.yaml").read_bytes() == registry.canonical_bytes()
+    event = json.loads((ref.dir / ".events.log").read_text())
+    assert event["action"] == "init" and event["metrics"] == {"rows": 0}
+    assert event["artifacts"] == {"overlays": []} and event["registry_hash"] == registry.hash
+    assert "name: densegen/demo" in (ref.dir / "meta.md").read_text()
+
+
+def test_init_refuses_an_existing_dataset(root: Path, tree) -> None:
+    init_dataset(root, "demo")
+    before = tree(root)
+    with pytest.raises(DatasetError, match="Dataset already exists"):
+        init_dataset(root, "demo")
+    assert tree(root) == before
+
+
+@pytest.mark.parametrize("bad", ["", "/abs", "../x", "a/b/c", "archived/x", "a//b"])
+def test_bad_dataset_ids_are_rejected_without_writing(root: Path, tree, bad: str) -> None:
+    before = tree(root)
+    with pytest.raises(DatasetError, match="Dataset id"):
+        init_dataset(root, bad)
+    assert tree(root) == before
+
+
+def test_import_computes_ids_lengths_and_keeps_case(dataset: DatasetRef) -> None:
+    table = pq.read_table(dataset.records)
+    assert table.num_rows == 4
+    for row in table.to_pylist():
+        expected = hashlib.sha1(f"{row['bio_type']}|{row['sequence']}".encode()).hexdigest()
+        assert row["id"] == expected
+        assert row["length"] == len(row["sequence"])
+        assert row["alphabet"] == "dna_4" and row["source"] == "fixture"
+    assert table.schema.field("created_at").type == pa.timestamp("us", tz="UTC")
+    assert "acgtACGT" in table["sequence"].to_pylist()
+    last = json.loads((dataset.dir / ".events.log").read_text().splitlines()[-1])
+    assert last["action"] == "import_rows"
+    assert last["metrics"] == {"rows_written": 4, "rows_skipped": 0}
+
+
+def test_import_strips_whitespace_and_reads_every_format(root: Path, tmp_path: Path) -> None:
+    ref = init_dataset(root, "fmt").dataset
+    (tmp_path / "a.csv").write_text("sequence,source\n  ACGT  ,csvsrc\n")
+    (tmp_path / "a.jsonl").write_text('{"sequence": "CCCC"}\n')
+    pq.write_table(pa.table({"sequence": ["GGGG"]}), tmp_path / "a.parquet")
+    (tmp_path / "a.fasta").write_text(">one\nTTTT\nTTTT\n>two\nACGA\n")
+    for name, fmt in (("a.csv", "csv"), ("a.jsonl", "jsonl"), ("a.parquet", "parquet"), ("a.fasta", "fasta")):
+        import_records(ref, tmp_path / name, fmt=fmt)
+    table = pq.read_table(ref.records)
+    assert table["sequence"].to_pylist() == ["ACGT", "CCCC", "GGGG", "TTTTTTTT", "ACGA"]
+    assert table["source"].to_pylist()[0] == "csvsrc"
+    assert table["id"][0].as_py() == S.compute_id("dna", "ACGT")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("sequence,x\nACGT,1\nAAAA,2,3\n", r"Malformed CSV .*a\.csv: .*Expected 2 columns, got 3"),
+        ("name\nACGT\n", r"a\.csv has no 'sequence' column"),
+        (
+            "sequence\nACGT\nACGX\n",
+            r"a\.csv: 1 sequence\(s\) contain symbols outside alphabet dna_4 .*rows: 2",
+        ),
+        (
+            "sequence\nACGT\nacgt\nACGT\n",
+            r"a\.csv: duplicate sequences: 1 id\(s\) repeated\. Sample: .* \(rows 1, 3\)",
+        ),
+        ("sequence\nACGT\n\nAAAA\n", None),
+        ("sequence\nACGT\n  \n", r"a\.csv: 1 row\(s\) have an empty sequence \(rows: 2\)"),
+        ('sequence\nACGT\n""\n', r"a\.csv: 1 row\(s\) have an empty sequence \(rows: 2\)"),
+        ("sequence,extra\nACGT,1\n", r"a\.csv has column\(s\) extra that are not base record columns"),
+        ("", r"Malformed CSV .*a\.csv: the file is empty"),
+    ],
+)
+def test_bad_import_input_changes_nothing(
+    dataset: DatasetRef, tmp_path: Path, tree, content: str, message: str | None
+) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(content)
+    before = tree(dataset.root)
+    if message is None:  # blank lines are skipped by the CSV reader: a valid file
+        result = import_records(dataset, path)
+        assert result.rows_written == 2
+        return
+    with pytest.raises(SchemaError, match=message):
+        import_records(dataset, path)
+    assert tree(dataset.root) == before
+
+
+def test_import_rejects_existing_ids_unless_skipping(dataset: DatasetRef, tmp_path: Path, tree) -> None:
+    path = tmp_path / "again.csv"
+    path.write_text("sequence\nACGTACGT\nTTTTTTTT\n")
+    before = tree(dataset.root)
+    with pytest.raises(SchemaError, match=r"1 row\(s\) are already in dataset 'ns/demo' \(rows: 1;"):
+        import_records(dataset, path)
+    assert tree(dataset.root) == before
+    result = import_records(dataset, path, skip_existing=True)
+    assert (result.rows_written, result.rows_skipped) == (1, 1)
+
+
+def test_import_rejects_a_wrong_given_id_and_unknown_alphabet(dataset: DatasetRef, tree) -> None:
+    before = tree(dataset.root)
+    with pytest.raises(SchemaError, match=r"id\(s\) are not sha1"):
+        import_records(dataset, [{"sequence": "TTTT", "id": "deadbeef"}])
+    with pytest.raises(SchemaError, match="Unknown alphabet 'dna_9'"):
+        import_records(dataset, [{"sequence": "TTTT"}], alphabet="dna_9")
+    with pytest.raises(SchemaError, match="alphabet 'rna_4' does not fit bio_type 'dna'"):
+        import_records(dataset, [{"sequence": "UUUU"}], alphabet="rna_4")
+    assert tree(dataset.root) == before
+
+
+def test_import_into_missing_dataset(root: Path) -> None:
+    with pytest.raises(DatasetError, match="Dataset not initialized"):
+        import_records(open_dataset(root, "nope"), [{"sequence": "ACGT"}])
+
+
+def test_snapshots_keep_the_newest_five(dataset: DatasetRef) -> None:
+    made = [snapshot_records(dataset.dir) for _ in range(8)]
+    names = sorted(p.name for p in (dataset.dir / "_snapshots").iterdir())
+    assert len(names) == SNAPSHOT_KEEP_N
+    assert names == sorted(p.name for p in made[-SNAPSHOT_KEEP_N:])
+    assert all(SNAPSHOT_NAME.match(n) for n in names)
+
+
+def test_every_rewrite_snapshots_the_previous_file(dataset: DatasetRef) -> None:
+    before = dataset.records.read_bytes()
+    import_records(dataset, [{"sequence": "TTTTAAAA"}])
+    newest = sorted((dataset.dir / "_snapshots").iterdir())[-1]
+    assert newest.read_bytes() == before
+
+
+def test_import_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(7)
+    seqs = list({"".join(rng.choice("ACGT") for _ in range(40)) for _ in range(100_000)})
+    path = tmp_path / "big.csv"
+    path.write_text("sequence\n" + "\n".join(seqs) + "\n")
+    ref = init_dataset(root, "big").dataset
+    start = time.monotonic()
+    result = import_records(ref, path)
+    elapsed = time.monotonic() - start
+    assert result.rows_written == len(seqs)
+    assert elapsed < 20, f"import of 100k rows took {elapsed:.1f}s"

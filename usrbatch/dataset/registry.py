@@ -1,0 +1,383 @@
+"""registry.yaml: namespaces, column type specs, the registry hash and namespace-contract hashes.
+
+Compatibility with the public USR tool matters here: the canonical bytes (PyYAML `safe_dump`,
+sort_keys, namespaces sorted, column order kept, `owner`/`description` included even when null)
+and the reserved `usr_state` entry (including its owner and description) must be byte-identical,
+or `usr:registry_hash` stamps would differ between tools for the same registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from usrbatch.dataset.atomic import atomic_write_bytes
+from usrbatch.dataset.layout import REGISTRY_FILE
+from usrbatch.errors import NamespaceError, SchemaError
+
+USR_STATE = "usr_state"
+RESERVED_NAMESPACES = frozenset({"usr", USR_STATE})
+NAMESPACE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+_SCALARS: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "float16": pa.float16(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
+_TIMESTAMP = re.compile(r"^timestamp\[\s*(s|ms|us|ns)\s*(?:,\s*([^\]]+?)\s*)?\]$")
+_FIXED_LIST = re.compile(r"^fixed_size_list<(.*)>\[\s*(\d+)\s*\]$", re.S)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    type: str  # the type text exactly as registered (hashes are computed over it)
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return parse_type(self.type)
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    owner: str | None = None
+    description: str | None = None
+
+    def column(self, name: str) -> ColumnSpec | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def contract_hash(self) -> str:
+        return namespace_contract_hash(self)
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    namespaces: dict[str, NamespaceSpec] = field(default_factory=dict)
+
+    def canonical_bytes(self) -> bytes:
+        return canonical_registry_bytes(self.namespaces)
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    def require(self, namespace: str) -> NamespaceSpec:
+        spec = self.namespaces.get(namespace)
+        if spec is None:
+            raise NamespaceError(
+                f"Namespace '{namespace}' is not registered. Register it with `usr namespace register ...`.",
+                hint=f"usr namespace register {namespace} --columns '{namespace}__col:float64'",
+            )
+        return spec
+
+
+USR_STATE_SPEC = NamespaceSpec(
+    name=USR_STATE,
+    owner="usr",
+    description="Reserved record-state overlay (masked/qc/split/lineage).",
+    columns=(
+        ColumnSpec("usr_state__masked", "bool"),
+        ColumnSpec("usr_state__qc_status", "string"),
+        ColumnSpec("usr_state__split", "string"),
+        ColumnSpec("usr_state__supersedes", "string"),
+        ColumnSpec("usr_state__lineage", "list<string>"),
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Type specs
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split on commas at bracket depth 0 (`<>` and `[]`), dropping empty pieces."""
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for index, ch in enumerate(text):
+        if ch in "<[":
+            depth += 1
+        elif ch in ">]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _unsupported(text: str) -> SchemaError:
+    return SchemaError(
+        f"Unsupported registry type '{text}'.",
+        hint="Use string, int8..int64, uint8..uint64, float16/32/64, bool, list<T>, "
+        "fixed_size_list<T>[N], struct<name:T,...>, timestamp[unit] or timestamp[unit, tz].",
+    )
+
+
+def parse_type(text: str) -> pa.DataType:
+    """Parse a registry type spec to a pyarrow type; SchemaError `Unsupported registry type` otherwise."""
+    spec = (text or "").strip()
+    if spec in _SCALARS:
+        return _SCALARS[spec]
+    if m := _TIMESTAMP.match(spec):
+        try:
+            return pa.timestamp(m.group(1), tz=m.group(2))
+        except (ValueError, pa.ArrowInvalid) as exc:
+            raise _unsupported(text) from exc
+    if m := _FIXED_LIST.match(spec):
+        size = int(m.group(2))
+        if size <= 0:
+            raise _unsupported(text)
+        return pa.list_(parse_type(m.group(1)), size)
+    if spec.startswith("list<") and spec.endswith(">"):
+        return pa.list_(parse_type(spec[5:-1]))
+    if spec.startswith("struct<") and spec.endswith(">"):
+        fields = []
+        for piece in split_top_level(spec[7:-1]):
+            name, sep, inner = piece.partition(":")
+            if not sep or not name.strip() or not inner.strip():
+                raise _unsupported(text)
+            fields.append(pa.field(name.strip(), parse_type(inner)))
+        if not fields:
+            raise _unsupported(text)
+        return pa.struct(fields)
+    raise _unsupported(text)
+
+
+def render_type(dtype: pa.DataType) -> str:
+    """Render a pyarrow type in registry syntax (`timestamp[us, UTC]`; large_* map to plain)."""
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_boolean(dtype):
+        return "bool"
+    for name, scalar in _SCALARS.items():
+        if dtype == scalar:
+            return name
+    if pa.types.is_timestamp(dtype):
+        return f"timestamp[{dtype.unit}, {dtype.tz}]" if dtype.tz else f"timestamp[{dtype.unit}]"
+    if pa.types.is_fixed_size_list(dtype):
+        return f"fixed_size_list<{render_type(dtype.value_type)}>[{dtype.list_size}]"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return f"list<{render_type(dtype.value_type)}>"
+    if pa.types.is_struct(dtype):
+        inner = ",".join(f"{f.name}:{render_type(f.type)}" for f in dtype)
+        return f"struct<{inner}>"
+    raise SchemaError(f"Unsupported Arrow type '{dtype}'.")
+
+
+def canonical_type(text: str) -> str:
+    """The canonical rendering of a registered type text (for comparisons that ignore spacing)."""
+    return render_type(parse_type(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Column specs
+
+
+def parse_columns_spec(text: str, namespace: str) -> list[ColumnSpec]:
+    """Parse `--columns 'ns__a:float64,ns__v:list<float64>'` and validate it for `namespace`.
+
+    Unlike the public CLI (which splits on every comma, so multi-field structs cannot be
+    registered), this splits only on commas at bracket depth 0: `ns__s:struct<a:int32,b:string>`
+    is one column.
+    """
+    columns: list[ColumnSpec] = []
+    for raw in split_top_level(text or ""):
+        name, sep, type_text = raw.partition(":")
+        if not sep or not name.strip() or not type_text.strip():
+            raise SchemaError(f"Invalid column spec '{raw}'. Use name:type.")
+        columns.append(ColumnSpec(name.strip(), type_text.strip()))
+    validate_columns(namespace, columns)
+    return columns
+
+
+def validate_columns(namespace: str, columns: list[ColumnSpec] | tuple[ColumnSpec, ...]) -> None:
+    """Unique names, `<ns>__` prefix, parseable types (the public tool's messages)."""
+    names = [c.name for c in columns]
+    if len(names) != len(set(names)):
+        raise SchemaError(f"Registry namespace '{namespace}' has duplicate column names.")
+    prefix = f"{namespace}__"
+    for column in columns:
+        if "__" not in column.name:
+            raise SchemaError(f"Registry column '{column.name}' must be namespaced.")
+        if not column.name.startswith(prefix):
+            raise SchemaError(f"Registry column '{column.name}' must start with '{prefix}'.")
+        parse_type(column.type)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashes
+
+
+def _payload(namespaces: dict[str, NamespaceSpec]) -> dict:
+    return {
+        "namespaces": {
+            name: {
+                "owner": spec.owner,
+                "description": spec.description,
+                "columns": [{"name": c.name, "type": c.type} for c in spec.columns],
+            }
+            for name, spec in sorted(namespaces.items())
+        }
+    }
+
+
+def canonical_registry_bytes(namespaces: dict[str, NamespaceSpec]) -> bytes:
+    """The canonical re-serialization whose sha256 is `usr:registry_hash`."""
+    return yaml.safe_dump(_payload(namespaces), sort_keys=True).encode("utf-8")
+
+
+def namespace_contract_hash(spec: NamespaceSpec) -> str:
+    """sha256 of safe_dump({namespace, columns:[{name,type}]}, sort_keys) (`usr:namespace_contract_hash`)."""
+    payload = {
+        "namespace": spec.name,
+        "columns": [{"name": c.name, "type": c.type} for c in spec.columns],
+    }
+    return hashlib.sha256(yaml.safe_dump(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Load / save
+
+
+def registry_path(root: Path | str) -> Path:
+    return Path(root) / REGISTRY_FILE
+
+
+def _parse_namespace(name: str, entry: object, path: Path) -> NamespaceSpec:
+    if not isinstance(entry, dict):
+        raise SchemaError(f"Registry entry for '{name}' must be a mapping ({path}).")
+    raw_columns = entry.get("columns") or []
+    if not isinstance(raw_columns, list):
+        raise SchemaError(f"Registry entry for '{name}' must define 'columns' as a list ({path}).")
+    columns: list[ColumnSpec] = []
+    for record in raw_columns:
+        if not isinstance(record, dict) or not record.get("name") or not record.get("type"):
+            raise SchemaError(f"Registry column for '{name}' requires name and type ({path}).")
+        columns.append(ColumnSpec(str(record["name"]), str(record["type"])))
+    validate_columns(name, columns)
+    return NamespaceSpec(
+        name=name, columns=tuple(columns), owner=entry.get("owner"), description=entry.get("description")
+    )
+
+
+def _check_usr_state(namespaces: dict[str, NamespaceSpec], path: Path) -> None:
+    spec = namespaces.get(USR_STATE)
+    if spec is None:
+        raise SchemaError(
+            f"Registry must include reserved namespace 'usr_state'. Add usr_state columns to registry.yaml ({path})."
+        )
+    expected = {c.name: c.type for c in USR_STATE_SPEC.columns}
+    actual = {c.name: c.type for c in spec.columns}
+    if expected != actual:
+        raise SchemaError(
+            f"Registry entry for 'usr_state' must match the reserved schema ({path}): expected "
+            + ", ".join(f"{k}:{v}" for k, v in expected.items())
+        )
+
+
+def load_registry(root: Path | str, *, required: bool = True) -> Registry | None:
+    """Load `<root>/registry.yaml`. Missing: SchemaError when required, else None."""
+    path = registry_path(root)
+    if not path.is_file():
+        if required:
+            raise SchemaError(
+                f"Registry required but not found: {path}. Create it with `usr namespace register ...`."
+            )
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"Registry {path} is not valid YAML: {exc}. Fix the file.") from exc
+    if not isinstance(data, dict):
+        raise SchemaError(f"Registry file must contain a 'namespaces' mapping ({path}).")
+    raw = data.get("namespaces") or {}
+    if not isinstance(raw, dict):
+        raise SchemaError(f"Registry file must contain a 'namespaces' mapping ({path}).")
+    namespaces = {str(k): _parse_namespace(str(k), v, path) for k, v in raw.items()}
+    _check_usr_state(namespaces, path)
+    return Registry(path=path, namespaces=namespaces)
+
+
+def registry_hash(root: Path | str) -> str | None:
+    """The canonical registry hash of `<root>/registry.yaml`, or None when there is none."""
+    registry = load_registry(root, required=False)
+    return registry.hash if registry else None
+
+
+def save_registry(root: Path | str, namespaces: dict[str, NamespaceSpec]) -> Path:
+    """Write the canonical form of `namespaces` to `<root>/registry.yaml` atomically."""
+    path = registry_path(root)
+    atomic_write_bytes(path, canonical_registry_bytes(namespaces))
+    return path
+
+
+def ensure_registry(root: Path | str) -> tuple[Registry, bool]:
+    """Load the registry, creating it with only `usr_state` when absent. Returns (registry, created)."""
+    existing = load_registry(root, required=False)
+    if existing is not None:
+        return existing, False
+    Path(root).mkdir(parents=True, exist_ok=True)
+    path = save_registry(root, {USR_STATE: USR_STATE_SPEC})
+    return Registry(path=path, namespaces={USR_STATE: USR_STATE_SPEC}), True
+
+
+def register_namespace(
+    root: Path | str,
+    namespace: str,
+    columns: list[ColumnSpec] | str,
+    *,
+    owner: str | None = None,
+    description: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Add (or with overwrite replace) a namespace; the first registration adds `usr_state`."""
+    cols = parse_columns_spec(columns, namespace) if isinstance(columns, str) else list(columns)
+    existing = load_registry(root, required=False)
+    namespaces = dict(existing.namespaces) if existing else {}
+    namespaces.setdefault(USR_STATE, USR_STATE_SPEC)
+    if namespace in namespaces and not overwrite:
+        raise SchemaError(f"Namespace '{namespace}' already registered. Use --overwrite to replace.")
+    if not cols:
+        raise SchemaError(
+            "Registry entry must include at least one column. Pass --columns 'ns__name:type,...'."
+        )
+    validate_columns(namespace, cols)
+    if namespace == USR_STATE and {c.name: c.type for c in cols} != {
+        c.name: c.type for c in USR_STATE_SPEC.columns
+    }:
+        raise SchemaError("Reserved namespace 'usr_state' must match the standard schema.")
+    namespaces[namespace] = NamespaceSpec(
+        name=namespace, columns=tuple(cols), owner=owner, description=description
+    )
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return save_registry(root, namespaces)
+
+
+def check_namespace_name(namespace: str) -> None:
+    """The attach/overlay namespace rules: `^[a-z][a-z0-9_]*$` and not reserved."""
+    if not NAMESPACE_PATTERN.match(namespace or ""):
+        raise NamespaceError(
+            "Invalid namespace. Use lowercase letters, digits, and underscores, starting with a letter."
+        )
+    if namespace in RESERVED_NAMESPACES:
+        raise NamespaceError(f"Namespace '{namespace}' is reserved.")
