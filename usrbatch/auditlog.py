@@ -129,5 +129,47 @@ def get_logger() -> Any:
 
 
 def configure_from_env(explicit: Path | str | None = None) -> None:
-    """--log-json wins, else $USRBATCH_AUDIT_LOG, else drop events."""
+    """--log-json wins, else $USRBATCH_AUDIT_LOG, else drop events.
+
+    Inside a usrbatch job ($USRBATCH_LOOP_ID set) the job context is bound too, so `usr` lines in a
+    loop's audit log carry loop_id/step/iteration/job_id/scheduler/dataset.
+    """
     configure(explicit or os.environ.get("USRBATCH_AUDIT_LOG") or None)
+    if os.environ.get("USRBATCH_LOOP_ID"):
+        bind_job_context_from_env()
+
+
+# Job context: the job plane exports these to every job; `usr` and the step runners bind them so
+# every line they write carries the same fields (docs/audit-log.md).
+JOB_CONTEXT_ENV = {
+    "loop_id": "USRBATCH_LOOP_ID",
+    "step": "USRBATCH_STEP",
+    "iteration": "USRBATCH_ITERATION",
+    "job_id": "USRBATCH_JOB_ID",
+    "scheduler": "USRBATCH_SCHEDULER",
+    "dataset": "USRBATCH_DATASET",
+}
+
+
+def job_context_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The job context fields from $USRBATCH_* (None when unset; iteration as an int when numeric)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field, var in JOB_CONTEXT_ENV.items():
+        raw = env.get(var) or None
+        if field == "iteration" and raw is not None and raw.isdigit():
+            values[field] = int(raw)
+        else:
+            values[field] = raw
+    return values
+
+
+def bind_job_context_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Bind loop_id/step/iteration/job_id/scheduler/dataset from $USRBATCH_* to every later line.
+
+    Every field is bound (None when its variable is unset), so every line has every key.
+    Returns what was bound.
+    """
+    values = job_context_from_env(environ)
+    bind_context(**values)
+    return values

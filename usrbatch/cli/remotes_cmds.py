@@ -1,9 +1,201 @@
-"""Commands of `usr` (filled in by its owner)."""
+"""`usr remotes list|show|add|wizard|doctor`: manage remotes.yaml and check a remote."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from usrbatch.cli.common import UsrContext, pass_usr
+from usrbatch.errors import UsrError
+from usrbatch.remotes import RemoteConfig, get_remote, load_remotes, remotes_path, save_remote
+
+PRESETS = {"bu-scc": {"host": "scc1.bu.edu", "transfer_host": "scc-globus.bu.edu"}}
+
+
+def _config_path(ctx: UsrContext) -> Path:
+    return remotes_path(ctx.remotes_config)
+
+
+def list_line(remote: RemoteConfig) -> str:
+    """One `remotes list` line (contract §11)."""
+    if remote.type == "local":
+        return f"{remote.name:<20} local  base_dir={remote.base_dir}"
+    auth = "batch" if remote.batch_mode else "interactive-auth"
+    return f"{remote.name:<20} ssh {remote.user}@{remote.host}  base_dir={remote.base_dir}  auth={auth}"
+
+
+def show_lines(remote: RemoteConfig) -> list[str]:
+    """The `remotes show` block (contract §11, plus `port` for ssh)."""
+    if remote.type == "local":
+        return [f"name     : {remote.name}", "type     : local", f"base_dir : {remote.base_dir}"]
+    return [
+        f"name     : {remote.name}",
+        "type     : ssh",
+        f"ssh      : {remote.user}@{remote.host}",
+        f"port     : {remote.port}",
+        f"base_dir : {remote.base_dir}",
+        f"batch    : {'yes' if remote.batch_mode else 'no'}",
+        f"ssh_key  : {remote.ssh_key_env or '(ssh-agent or default key)'}",
+    ]
+
+
+def ssh_config_snippet(name: str, host: str, user: str) -> str:
+    """The ~/.ssh/config block the wizard prints."""
+    return "\n".join(
+        [
+            "# Add to ~/.ssh/config, then run `ssh " + name + "` once to check and trust the host key.",
+            f"Host {name}",
+            f"    HostName {host}",
+            f"    User {user}",
+            "    # Uncomment and point at your key; IdentitiesOnly limits ssh to the keys named here.",
+            "    # IdentityFile ~/.ssh/id_ed25519",
+            "    IdentitiesOnly yes",
+            "    AddKeysToAgent yes",
+            "    ServerAliveInterval 60",
+            "    ServerAliveCountMax 2",
+        ]
+    )
+
+
+@click.group(name="remotes")
+def remotes_group() -> None:
+    """Remotes of remotes.yaml (--remotes-config or USR_REMOTES_PATH)."""
+
+
+@remotes_group.command(name="list")
+@pass_usr
+def list_cmd(ctx: UsrContext) -> None:
+    """List configured remotes."""
+    remotes = load_remotes(_config_path(ctx))
+    if not remotes:
+        click.echo("(no remotes configured)")
+        return
+    for remote in remotes.values():
+        click.echo(list_line(remote))
+
+
+@remotes_group.command(name="show")
+@click.argument("name")
+@pass_usr
+def show_cmd(ctx: UsrContext, name: str) -> None:
+    """Show one remote."""
+    for line in show_lines(get_remote(name, _config_path(ctx))):
+        click.echo(line)
+
+
+@remotes_group.command(name="add")
+@click.argument("name")
+@click.option("--type", "kind", type=click.Choice(["ssh", "local"]), default="ssh", show_default=True)
+@click.option("--host", default=None, help="Host name or ~/.ssh/config alias (ssh).")
+@click.option("--user", default=None, help="Remote user name (ssh).")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--base-dir", required=True, help="Datasets root on the remote (or local directory).")
+@click.option("--batch-mode/--no-batch-mode", default=True, help="--no-batch-mode allows interactive auth.")
+@click.option("--ssh-key-env", default=None, help="Name of an env var holding the SSH key path.")
+@pass_usr
+def add_cmd(
+    ctx: UsrContext,
+    name: str,
+    kind: str,
+    host: str | None,
+    user: str | None,
+    port: int,
+    base_dir: str,
+    batch_mode: bool,
+    ssh_key_env: str | None,
+) -> None:
+    """Add or replace a remote in remotes.yaml."""
+    if kind == "ssh":
+        for flag, value in (("--host", host), ("--user", user)):
+            if not value:
+                raise UsrError(
+                    f"{flag} is required for --type ssh.",
+                    hint=f"usr remotes add {name} --type ssh --host HOST --user USER --base-dir DIR",
+                )
+        remote = RemoteConfig(
+            name=name,
+            type="ssh",
+            host=host,
+            user=user,
+            port=port,
+            base_dir=base_dir,
+            batch_mode=batch_mode,
+            ssh_key_env=ssh_key_env,
+        )
+    else:
+        remote = RemoteConfig(name=name, type="local", base_dir=base_dir)
+    path = save_remote(remote, _config_path(ctx))
+    click.echo(f"Saved remote '{name}' to {path}")
+
+
+@remotes_group.command(name="wizard")
+@click.option("--preset", required=True, help="Site preset (bu-scc).")
+@click.option("--name", default=None, help="Remote name (default: the preset name).")
+@click.option("--user", required=True, help="Your cluster user name.")
+@click.option("--base-dir", required=True, help="Datasets root on the cluster.")
+@click.option("--host", default=None, help="Override the preset's login host.")
+@click.option("--transfer-node", is_flag=True, help="Use the data-transfer node (scc-globus.bu.edu).")
+@click.option("--batch-mode/--no-batch-mode", default=True)
+@click.option("--ssh-key-env", default=None)
+@pass_usr
+def wizard_cmd(
+    ctx: UsrContext,
+    preset: str,
+    name: str | None,
+    user: str,
+    base_dir: str,
+    host: str | None,
+    transfer_node: bool,
+    batch_mode: bool,
+    ssh_key_env: str | None,
+) -> None:
+    """Save a remote from a site preset and print the matching ~/.ssh/config block."""
+    if preset not in PRESETS:
+        raise UsrError(f"Unsupported preset '{preset}'. Supported presets: {', '.join(PRESETS)}.")
+    spec = PRESETS[preset]
+    chosen = host or (spec["transfer_host"] if transfer_node else spec["host"])
+    remote_name = name or preset
+    remote = RemoteConfig(
+        name=remote_name,
+        type="ssh",
+        host=chosen,
+        user=user,
+        base_dir=base_dir,
+        batch_mode=batch_mode,
+        ssh_key_env=ssh_key_env,
+    )
+    path = save_remote(remote, _config_path(ctx))
+    click.echo(f"Saved remote '{remote_name}' to {path}")
+    click.echo("")
+    click.echo(ssh_config_snippet(remote_name, chosen, user))
+
+
+@remotes_group.command(name="doctor")
+@click.option("--remote", "name", required=True, help="Remote to check.")
+@click.option("--check-base-dir/--no-check-base-dir", default=True, show_default=True)
+@click.option(
+    "--ssh-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="ssh_config file to use (default: $USRBATCH_SSH_CONFIG, else ~/.ssh/config).",
+)
+@pass_usr
+def doctor_cmd(ctx: UsrContext, name: str, check_base_dir: bool, ssh_config: str | None) -> None:
+    """Check a remote in order; stop at the first failure with one actionable message."""
+    from usrbatch.remotes_doctor import run_doctor
+
+    remote = get_remote(name, _config_path(ctx))
+    click.echo(f"Remote: {remote.name} ({remote.label})")
+    run_doctor(
+        remote,
+        check_base_dir=check_base_dir,
+        ssh_config_path=Path(ssh_config).expanduser() if ssh_config else None,
+        emit=lambda check: click.echo(check.render()),
+    )
+    click.echo("Doctor checks passed.")
 
 
 def register(group: click.Group) -> None:
-    """Add this module's commands to the `usr` group."""
+    """Add `remotes` to the `usr` group."""
+    group.add_command(remotes_group)

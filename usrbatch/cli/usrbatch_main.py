@@ -1,19 +1,228 @@
-"""`usrbatch`: the job-plane CLI."""
+"""`usrbatch`: the job-plane CLI. Thin: parse, call one function in usrbatch.jobs, render."""
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
 from usrbatch import __version__
 from usrbatch.cli.common import run_cli
+from usrbatch.errors import JobError
+
+ROOT_OPT = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Datasets root whose .usrbatch/loops holds LOOP (default: $USR_ROOT, else the current dir).",
+)
+LOOPS_DIR_OPT = click.option(
+    "--loops-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where loop dirs live.",
+)
 
 
 @click.group(name="usrbatch", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="usrbatch")
 def usrbatch() -> None:
     """Scheduler-native batch loops over USR datasets."""
+
+
+@usrbatch.command()
+@click.argument("step")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False), help="Loop spec (YAML).")
+@click.option("--iteration", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--scheduler", type=click.Choice(["local", "sge", "slurm"]), default=None, help="Override the spec."
+)
+def render(step: str, config: str, iteration: int, scheduler: str | None) -> None:
+    """Print the job script of STEP (a step name in the spec) for one iteration."""
+    from usrbatch.jobs.loop import load_spec, plan_jobs
+    from usrbatch.jobs.submit import render_job
+
+    spec = load_spec(config, scheduler=scheduler)
+    jobs = [j for j in plan_jobs(spec, iteration) if j.iteration == iteration and step in (j.step, j.key)]
+    if not jobs:
+        raise JobError(
+            f"{spec.path.name}: no step named '{step}' (steps: {', '.join(s.name for s in spec.steps)})"
+        )
+    click.echo(render_job(spec, jobs[0]), nl=False)
+
+
+@usrbatch.command("submit-loop")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--iterations", type=click.IntRange(min=1), default=None, help="Override the spec's iterations."
+)
+@click.option("--dry-run", is_flag=True, help="Print every script and submit command; submit nothing.")
+@click.option(
+    "--resume", is_flag=True, help="Cancel and resubmit the jobs that failed (and everything after)."
+)
+@click.option(
+    "--scheduler", type=click.Choice(["local", "sge", "slurm"]), default=None, help="Override the spec."
+)
+@LOOPS_DIR_OPT
+@click.option(
+    "--wait", "wait_s", type=float, default=None, help="Then wait up to this many seconds and print status."
+)
+def submit_loop_cmd(
+    config: str,
+    iterations: int | None,
+    dry_run: bool,
+    resume: bool,
+    scheduler: str | None,
+    loops_dir: Path | None,
+    wait_s: float | None,
+) -> None:
+    """Render and submit every job of the loop in CONFIG, each after its predecessor.
+
+    Running it again resumes: jobs already submitted are not submitted twice.
+    """
+    from usrbatch.jobs.loop import load_spec
+    from usrbatch.jobs.submit import submit_loop
+
+    spec = load_spec(config, scheduler=scheduler, loops_dir=loops_dir)
+    result = submit_loop(spec, iterations=iterations, dry_run=dry_run, resume=resume, emit=click.echo)
+    if dry_run:
+        click.echo(
+            f"dry run: {len(result.submitted)} job(s) would be submitted to {spec.scheduler}; nothing submitted"
+        )
+        return
+    click.echo(f"loop {spec.loop_id}: {result.loop_dir}")
+    if wait_s is not None:
+        _wait_and_report(result.loop_dir, wait_s, as_json=False)
+
+
+def _wait_and_report(loop_dir: Path, timeout: float, *, as_json: bool) -> None:
+    from usrbatch.jobs.control import is_settled, wait_loop
+    from usrbatch.jobs.status import format_status
+
+    status = wait_loop(loop_dir, timeout=timeout)
+    click.echo(json.dumps(status.to_json(), indent=1) if as_json else format_status(status))
+    if not is_settled(status):
+        raise JobError(f"loop {status.loop_id} still {status.state} after {timeout:.0f}s")
+    if status.state != "completed":
+        sys.exit(1)
+
+
+@usrbatch.command()
+@click.argument("loop")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@ROOT_OPT
+@LOOPS_DIR_OPT
+def status(loop: str, as_json: bool, root: Path | None, loops_dir: Path | None) -> None:
+    """State, exit code, duration and bytes moved of every job of LOOP (a loop id or dir)."""
+    from usrbatch.jobs.control import resolve_loop
+    from usrbatch.jobs.status import format_status, loop_status
+
+    st = loop_status(resolve_loop(loop, root=root, loops_dir=loops_dir))
+    click.echo(json.dumps(st.to_json(), indent=1) if as_json else format_status(st))
+
+
+@usrbatch.command()
+@click.argument("loop")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait at most.")
+@click.option("--json", "as_json", is_flag=True)
+@ROOT_OPT
+@LOOPS_DIR_OPT
+def wait(loop: str, timeout: float, as_json: bool, root: Path | None, loops_dir: Path | None) -> None:
+    """Wait until LOOP completes or stops on a failure; exit 0 only if every job succeeded."""
+    from usrbatch.jobs.control import resolve_loop
+
+    _wait_and_report(resolve_loop(loop, root=root, loops_dir=loops_dir), timeout, as_json=as_json)
+
+
+@usrbatch.command()
+@click.argument("loop")
+@click.argument("step", required=False)
+@ROOT_OPT
+@LOOPS_DIR_OPT
+def logs(loop: str, step: str | None, root: Path | None, loops_dir: Path | None) -> None:
+    """Print the job logs of LOOP (only STEP's when given: a step name, kind or job key)."""
+    from usrbatch.jobs.control import loop_logs, resolve_loop
+
+    for key, path in loop_logs(resolve_loop(loop, root=root, loops_dir=loops_dir), step):
+        click.echo(f"==> {key}: {path} <==")
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    click.echo(line, nl=False)
+        else:
+            click.echo("(no log yet)")
+
+
+@usrbatch.command()
+@click.argument("loop")
+@ROOT_OPT
+@LOOPS_DIR_OPT
+def cancel(loop: str, root: Path | None, loops_dir: Path | None) -> None:
+    """Cancel every job of LOOP the scheduler still holds (pending, held, Eqw, running)."""
+    from usrbatch.jobs.control import cancel_loop, resolve_loop
+
+    loop_dir = resolve_loop(loop, root=root, loops_dir=loops_dir)
+    ids = cancel_loop(loop_dir)
+    click.echo(f"cancelled {len(ids)} job(s){': ' + ' '.join(ids) if ids else ''}")
+
+
+@usrbatch.command(
+    "job-event",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def job_event(args: tuple[str, ...]) -> None:
+    """Record job.started / job.finished / job.retry / predecessor checks (used by job scripts)."""
+    from usrbatch.jobs import record
+
+    sys.exit(record.main(list(args)))
+
+
+@usrbatch.group()
+def step() -> None:
+    """Run a built-in step in this process (what the job scripts run)."""
+
+
+@step.command(
+    "densegen",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def step_densegen(args: tuple[str, ...]) -> None:
+    """Build dense TFBS arrays and append them to a dataset (see --help)."""
+    from usrbatch.steps import densegen
+
+    sys.exit(densegen.main(list(args)))
+
+
+@step.command(
+    "infer", context_settings={"ignore_unknown_options": True, "help_option_names": []}, add_help_option=False
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def step_infer(args: tuple[str, ...]) -> None:
+    """Score a dataset's sequences (k-mer Markov log-likelihood, GC) into infer__* overlays (see --help)."""
+    from usrbatch.steps import infer
+
+    sys.exit(infer.main(list(args)))
+
+
+@usrbatch.command()
+@click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep everything here."
+)
+@click.option("--iterations", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for the loop.")
+def demo(workdir: Path | None, iterations: int, timeout: float) -> None:
+    """Run a DenseGen -> sync push -> Infer -> sync push loop on the local scheduler and a local remote."""
+    from usrbatch.jobs.demo import run_demo
+
+    ok = run_demo(workdir=workdir, iterations=iterations, timeout=timeout, emit=click.echo)
+    if not ok:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,23 +1,41 @@
 """The remote agent: stdlib-only code that runs beside a dataset, in-process (local transport) or
-as ONE `python3 -` exec on the remote (ssh transport), and answers in JSON.
+as ONE `python3` exec on the remote (ssh transport), and answers in JSON.
 
-It must stay self-contained (no imports from usrbatch): its source is sent to the remote host.
+It must stay self-contained (no imports from usrbatch) and run on Python 3.6+: its source is sent
+to the remote host. No walrus, no `from __future__ import annotations`, no 3.7+ stdlib APIs.
 
-Operations (request `{"op": ..., ...}` on stdin, one JSON object on stdout):
+Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one JSON object
+`{"ok": bool, "agent_version": N, "result"|"error": ...}` on stdout):
   inventory: every regular file under a dataset dir with size, mtime_ns and sha256 (streamed,
              with a hash cache keyed by path/size/mtime_ns/ctime_ns/inode that lives OUTSIDE the
              dataset), line count of .events.log, optional parquet footer rows/cols; symlinks and
              special files are reported as rejected, never followed.
+  apply:     renames (src, dst) then removals, all relative to `base`; every path is validated
+             before anything is changed; empty parent dirs of removed files are pruned.
+  hash:      size, mtime_ns and sha256 of the given relative paths (regular files only).
+  mkdir:     create the given relative dirs (and parents).
+  probe:     python/pyarrow versions and the tools doctor checks; base_dir existence/writability.
+  lease:     hold `<dir>/.usr.lock` (+ `.events.lock` shared/exclusive) with a timeout, print
+             `USR_REMOTE_LOCK_ACQUIRED:<token>`, then block until `release` or EOF on stdin.
+             Timeout: `USR_REMOTE_LOCK_TIMEOUT:<token>` (or `USR_REMOTE_EVENT_LOCK_TIMEOUT:<token>`)
+             and exit 73. `hold_lock()` is the same lock for in-process (local) use.
+
+All relative paths are checked like transport.base.validate_relpath (no absolute paths, no `.`/`..`,
+no empty components, NUL, newline or backslash) and must not escape `base` through a symlink.
 """
 
-from __future__ import annotations
-
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import stat
 import sys
 import tempfile
+import time
 
 AGENT_VERSION = 1
 CHUNK = 1024 * 1024
@@ -165,26 +183,386 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
     return out
 
 
-OPS = {
-    "inventory": lambda req: inventory(
-        req["path"], req.get("hashes", True), req.get("parquet_stats", False), req.get("cache_path")
+# ---------------------------------------------------------------------------------------------
+# Paths: every path the agent touches is base + a validated relative path that stays inside base.
+
+
+class AgentError(Exception):
+    """A refused request (bad path, missing file, ...); reported as {"ok": false, "error": ...}."""
+
+
+def check_rel(raw, what="path"):
+    """Return a safe POSIX relative path (same rules as transport.base.validate_relpath)."""
+    text = raw[2:] if isinstance(raw, str) and raw.startswith("./") else raw
+    if not isinstance(text, str):
+        raise AgentError("%s is not a string: %r" % (what, raw))
+    bad = (
+        not text
+        or text.startswith("/")
+        or "\x00" in text
+        or "\n" in text
+        or "\r" in text
+        or "\\" in text
+        or any(part in ("", ".", "..") for part in text.split("/"))
     )
+    if bad:
+        raise AgentError("%s contains unsafe relative path %r." % (what, raw))
+    return text
+
+
+def expand_base(base):
+    if not isinstance(base, str) or not base:
+        raise AgentError("base_dir is empty")
+    return os.path.abspath(os.path.expanduser(base))
+
+
+def _inside(root_real, path):
+    return path == root_real or path.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _nearest_existing(path):
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def resolve_under(base, rel, what="path"):
+    """base/rel after checking rel and that its existing parent chain does not leave base."""
+    rel = check_rel(rel, what)
+    path = os.path.join(base, rel)
+    root_real = os.path.realpath(base)
+    anchor = os.path.realpath(_nearest_existing(os.path.dirname(path)))
+    if not _inside(root_real, anchor):
+        raise AgentError("%s %r escapes base_dir through a symlink." % (what, rel))
+    return path
+
+
+def _makedirs_inside(base, directory):
+    os.makedirs(directory, exist_ok=True)
+    if not _inside(os.path.realpath(base), os.path.realpath(directory)):
+        raise AgentError("directory %r escapes base_dir through a symlink." % (directory,))
+
+
+# ---------------------------------------------------------------------------------------------
+# apply / hash / mkdir / probe
+
+
+def apply_changes(base, renames, removals):
+    """Rename each (src, dst) into place (parents created, dst replaced atomically), then remove
+    each file in `removals` (missing ones are skipped) and prune directories left empty.
+
+    Every path is validated and every source checked BEFORE anything changes. Directories are
+    never removed except empty ones during pruning; base itself is never removed.
+    """
+    base = expand_base(base)
+    if not os.path.isdir(base):
+        raise AgentError("base_dir does not exist: %s" % base)
+    plan_ren = []
+    for pair in renames:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise AgentError("rename entry must be [src, dst]: %r" % (pair,))
+        src = resolve_under(base, pair[0], "rename source")
+        dst = resolve_under(base, pair[1], "rename target")
+        try:
+            st = os.lstat(src)
+        except OSError:
+            raise AgentError("rename source missing: %s" % pair[0]) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("rename source is not a regular file: %s" % pair[0])
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            raise AgentError("rename target is a directory: %s" % pair[1])
+        plan_ren.append((src, dst))
+    plan_rm = []
+    for rel in removals:
+        path = resolve_under(base, rel, "removal")
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise AgentError("refusing to remove a directory: %s" % rel)
+        plan_rm.append(path)
+    for src, dst in plan_ren:
+        _makedirs_inside(base, os.path.dirname(dst))
+        os.replace(src, dst)
+    removed = 0
+    parents = set()
+    for path in plan_rm:
+        try:
+            os.unlink(path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+        parents.add(os.path.dirname(path))
+    pruned = 0
+    for parent in sorted(parents, key=len, reverse=True):
+        current = parent
+        while current != base and _inside(base, current):
+            try:
+                os.rmdir(current)
+            except OSError:
+                break
+            pruned += 1
+            current = os.path.dirname(current)
+    return {"renamed": len(plan_ren), "removed": removed, "pruned": pruned}
+
+
+def hash_paths(base, paths):
+    """{rel: [size, mtime_ns, sha256] | None} for regular files; None when missing or not regular."""
+    base = expand_base(base)
+    out = {}
+    for rel in paths:
+        path = resolve_under(base, rel, "hash path")
+        try:
+            st = os.lstat(path)
+        except OSError:
+            out[rel] = None
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out[rel] = None
+            continue
+        out[rel] = [st.st_size, st.st_mtime_ns, sha256_file(path)]
+    return {"files": out}
+
+
+def make_dirs(base, paths):
+    base = expand_base(base)
+    os.makedirs(base, exist_ok=True)
+    for rel in paths:
+        _makedirs_inside(base, resolve_under(base, rel, "mkdir path"))
+    return {"created": len(paths)}
+
+
+def probe(base=None):
+    """What `usr remotes doctor` needs to know about this host, in one call."""
+    out = {
+        "python": "%d.%d.%d" % sys.version_info[:3],
+        "pyarrow": None,
+        "flock": shutil.which("flock"),
+        "sha256sum": shutil.which("sha256sum") or shutil.which("shasum"),
+        "base_exists": None,
+        "base_writable": None,
+    }
+    try:
+        import pyarrow  # optional on the remote: only --verify parquet needs it
+
+        out["pyarrow"] = pyarrow.__version__
+    except Exception:
+        pass
+    if base:
+        path = expand_base(base)
+        out["base_exists"] = os.path.isdir(path)
+        if out["base_exists"]:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + "doctor-", dir=path)
+                os.close(fd)
+                os.unlink(tmp)
+                out["base_writable"] = True
+            except OSError:
+                out["base_writable"] = False
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset lock (section 8.2 of the contract): .usr.lock exclusive, optional .events.lock,
+# a lease marker, released on release/EOF or when the holder dies (flock dies with the fd).
+
+DATASET_LOCK = ".usr.lock"
+EVENTS_LOCK = ".events.lock"
+LOCK_TIMEOUT_EXIT = 73
+POLL_S = 0.05
+
+
+class LockTimeout(Exception):
+    """A lock was not acquired within its timeout; `which` is "dataset" or "events"."""
+
+    def __init__(self, which, timeout):
+        Exception.__init__(self, "%s lock timeout after %s seconds" % (which, timeout))
+        self.which = which
+        self.timeout = timeout
+
+
+def _open_lock_file(path):
+    flags = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | flags, 0o644)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY | flags)  # flock works on a read-only fd (shared datasets)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise AgentError("lock path is not a regular file: %s" % path)
+    return fd
+
+
+def _flock_until(fd, mode, deadline):
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+class DatasetLock(object):
+    """Hold `<dataset_dir>/.usr.lock` exclusively (plus `.events.lock` in "shared"/"exclusive"
+    mode) and a lease marker `.usr.lease.dataset.<token>`. Creates dataset_dir.
+
+    acquire() raises LockTimeout after `timeout` seconds (one deadline for both locks).
+    release() is idempotent and removes the marker only if it is still ours.
+    """
+
+    def __init__(self, dataset_dir, timeout=300.0, events="none", token=None):
+        if events not in ("none", "shared", "exclusive"):
+            raise AgentError("events mode must be none, shared or exclusive, got %r" % (events,))
+        self.dataset_dir = dataset_dir
+        self.timeout = float(timeout)
+        self.events = events
+        self.token = token or secrets.token_hex(16)
+        self._fds = []
+        self._marker = None
+        self._marker_id = None
+
+    def acquire(self):
+        os.makedirs(self.dataset_dir, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        try:
+            fd = _open_lock_file(os.path.join(self.dataset_dir, DATASET_LOCK))
+            self._fds.append(fd)
+            if not _flock_until(fd, fcntl.LOCK_EX, deadline):
+                raise LockTimeout("dataset", self.timeout)
+            if self.events != "none":
+                efd = _open_lock_file(os.path.join(self.dataset_dir, EVENTS_LOCK))
+                self._fds.append(efd)
+                mode = fcntl.LOCK_SH if self.events == "shared" else fcntl.LOCK_EX
+                if not _flock_until(efd, mode, deadline):
+                    raise LockTimeout("events", self.timeout)
+            self._write_marker()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def _write_marker(self):
+        path = os.path.join(self.dataset_dir, LEASE_PREFIX + "dataset." + self.token)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            os.write(fd, ("%s %d\n" % (self.token, os.getpid())).encode("ascii"))
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        self._marker = path
+        self._marker_id = (st.st_dev, st.st_ino)
+
+    def release(self):
+        if self._marker is not None:
+            try:
+                st = os.lstat(self._marker)
+                if (st.st_dev, st.st_ino) == self._marker_id:
+                    os.unlink(self._marker)
+            except OSError:
+                pass
+            self._marker = None
+        while self._fds:
+            fd = self._fds.pop()
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing drops the flock
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def hold_lock(dataset_dir, timeout=300.0, events="none", token=None):
+    """Context manager for in-process use (local transport): `with hold_lock(d, 5) as lock:`."""
+    return DatasetLock(dataset_dir, timeout, events, token)
+
+
+def _emit(line):
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run_lease(req, stdin):
+    """The `lease` op: lock, print the ACQUIRED marker, block until release/EOF. Returns exit code."""
+    base = expand_base(req["base"])
+    rel = check_rel(req["rel"], "dataset dir")
+    token = str(req["token"])
+    path = resolve_under(base, rel, "dataset dir")
+    lock = DatasetLock(path, float(req.get("timeout", 300)), req.get("events", "none"), token)
+    try:
+        lock.acquire()
+    except LockTimeout as exc:
+        label = "USR_REMOTE_EVENT_LOCK_TIMEOUT:" if exc.which == "events" else "USR_REMOTE_LOCK_TIMEOUT:"
+        _emit(label + token)
+        return LOCK_TIMEOUT_EXIT
+    try:
+        _emit("USR_REMOTE_LOCK_ACQUIRED:" + token)
+        while True:
+            line = stdin.readline()
+            if not line or line.strip() == b"release":
+                break
+    finally:
+        lock.release()
+    _emit("USR_REMOTE_LOCK_RELEASED:" + token)
+    return 0
+
+
+def _inventory_op(req):
+    if "path" in req:
+        path = req["path"]
+    else:
+        base = expand_base(req["base"])
+        path = resolve_under(base, req["rel"], "dataset dir")
+    return inventory(path, req.get("hashes", True), req.get("parquet_stats", False), req.get("cache_path"))
+
+
+OPS = {
+    "inventory": _inventory_op,
+    "apply": lambda req: apply_changes(req["base"], req.get("renames", []), req.get("removals", [])),
+    "hash": lambda req: hash_paths(req["base"], req.get("paths", [])),
+    "mkdir": lambda req: make_dirs(req["base"], req.get("paths", [])),
+    "probe": lambda req: probe(req.get("base")),
 }
 
 
 def main():
-    req = json.loads(sys.stdin.readline() if len(sys.argv) < 2 else sys.argv[1])
+    stdin = sys.stdin.buffer
+    raw = sys.argv[1] if len(sys.argv) > 1 else stdin.readline().decode("utf-8")
+    try:
+        req = json.loads(raw)
+        if not isinstance(req, dict):
+            raise ValueError("request must be a JSON object")
+    except ValueError as exc:
+        _emit(json.dumps({"ok": False, "error": "bad request: %s" % exc}))
+        return 2
+    if req.get("op") == "lease":
+        try:
+            return run_lease(req, stdin)
+        except Exception as exc:
+            _emit(json.dumps({"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}))
+            return 2
     op = OPS.get(req.get("op"))
     if op is None:
         result = {"ok": False, "error": "unknown op %r" % (req.get("op"),)}
     else:
         try:
-            result = {"ok": True, "agent_version": AGENT_VERSION, "result": op(req)}
+            result = {"ok": True, "agent_version": AGENT_VERSION, "python": sys.executable, "result": op(req)}
         except Exception as exc:  # reported to the caller, which raises a TransferError
             result = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
-    sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    _emit(json.dumps(result, separators=(",", ":")))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

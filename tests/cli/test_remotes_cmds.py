@@ -1,0 +1,178 @@
+"""`usr remotes list|show|add|wizard|doctor` output formats and errors (no network needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from usrbatch.cli.common import run_cli
+from usrbatch.cli.usr_main import usr
+
+
+def _usr(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = run_cli(usr, list(argv))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "remotes.yaml"
+    path.write_text("remotes: {}\n")
+    monkeypatch.setenv("USR_REMOTES_PATH", str(path))
+    return path
+
+
+def test_list_empty_then_add_ssh_and_local(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _usr(capsys, "remotes", "list") == (0, "(no remotes configured)\n")
+    code, out = _usr(
+        capsys, "remotes", "add", "scc", "--host", "scc1.bu.edu", "--user", "alice", "--base-dir", "/proj/usr"
+    )
+    assert (code, out) == (0, f"Saved remote 'scc' to {cfg}\n")
+    code, out = _usr(
+        capsys,
+        "remotes",
+        "add",
+        "lab",
+        "--type",
+        "ssh",
+        "--host",
+        "h",
+        "--user",
+        "bob",
+        "--base-dir",
+        "/d",
+        "--no-batch-mode",
+        "--port",
+        "2222",
+        "--ssh-key-env",
+        "LAB_KEY",
+    )
+    assert code == 0
+    assert _usr(capsys, "remotes", "add", "scratch", "--type", "local", "--base-dir", "/scratch/x")[0] == 0
+    code, out = _usr(capsys, "remotes", "list")
+    assert code == 0
+    assert out.splitlines() == [
+        f"{'lab':<20} ssh bob@h  base_dir=/d  auth=interactive-auth",
+        f"{'scc':<20} ssh alice@scc1.bu.edu  base_dir=/proj/usr  auth=batch",
+        f"{'scratch':<20} local  base_dir=/scratch/x",
+    ]
+    saved = yaml.safe_load(cfg.read_text())["remotes"]["lab"]
+    assert saved["port"] == 2222 and saved["batch_mode"] is False and saved["ssh_key_env"] == "LAB_KEY"
+    assert saved["repo_root"] is None and saved["local_repo_root"] is None
+
+
+def test_show(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _usr(capsys, "remotes", "add", "scc", "--host", "scc1.bu.edu", "--user", "alice", "--base-dir", "/p")
+    code, out = _usr(capsys, "remotes", "show", "scc")
+    assert code == 0
+    assert out.splitlines() == [
+        "name     : scc",
+        "type     : ssh",
+        "ssh      : alice@scc1.bu.edu",
+        "port     : 22",
+        "base_dir : /p",
+        "batch    : yes",
+        "ssh_key  : (ssh-agent or default key)",
+    ]
+    code, out = _usr(capsys, "remotes", "show", "nope")
+    assert code == 2
+    assert out == (
+        "ERROR: Unknown remote 'nope'. Define it with 'usr remotes wizard --preset bu-scc ...' or "
+        "'usr remotes add nope --type ssh ...'.\n"
+    )
+
+
+def test_add_requires_host_and_user_for_ssh_and_changes_nothing(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = cfg.read_text()
+    code, out = _usr(capsys, "remotes", "add", "x", "--user", "u", "--base-dir", "/d")
+    assert code == 2 and out.startswith("ERROR: --host is required for --type ssh.")
+    assert cfg.read_text() == before
+
+
+def test_wizard_saves_and_prints_snippet(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _usr(
+        capsys, "remotes", "wizard", "--preset", "bu-scc", "--user", "alice", "--base-dir", "/proj/a"
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"Saved remote 'bu-scc' to {cfg}"
+    for expected in (
+        "Host bu-scc",
+        "    HostName scc1.bu.edu",
+        "    User alice",
+        "    IdentitiesOnly yes",
+        "    AddKeysToAgent yes",
+        "    ServerAliveInterval 60",
+        "    ServerAliveCountMax 2",
+    ):
+        assert expected in lines
+    code, out = _usr(
+        capsys,
+        "remotes",
+        "wizard",
+        "--preset",
+        "bu-scc",
+        "--name",
+        "scc-xfer",
+        "--user",
+        "alice",
+        "--base-dir",
+        "/proj/a",
+        "--transfer-node",
+    )
+    assert code == 0 and "    HostName scc-globus.bu.edu" in out.splitlines()
+    remotes = yaml.safe_load(cfg.read_text())["remotes"]
+    assert remotes["bu-scc"]["host"] == "scc1.bu.edu" and remotes["scc-xfer"]["host"] == "scc-globus.bu.edu"
+    code, out = _usr(capsys, "remotes", "wizard", "--preset", "mit", "--user", "a", "--base-dir", "/p")
+    assert (code, out) == (2, "ERROR: Unsupported preset 'mit'. Supported presets: bu-scc.\n")
+
+
+def test_config_location_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("USR_REMOTES_PATH", raising=False)
+    code, out = _usr(capsys, "remotes", "list")
+    assert code == 2 and out.startswith("ERROR: USR_REMOTES_PATH is required for remotes configuration.\n")
+    missing = tmp_path / "nope.yaml"
+    code, out = _usr(
+        capsys, "--remotes-config", str(missing), "remotes", "add", "x", "--type", "local", "--base-dir", "/d"
+    )
+    assert code == 2 and out.startswith(
+        f"ERROR: Remote config not found: {missing}. Copy remotes.example.yaml"
+    )
+    assert not missing.exists()
+
+
+def test_remotes_config_flag_works_without_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("USR_REMOTES_PATH", raising=False)
+    path = tmp_path / "r.yaml"
+    path.write_text("remotes:\n  a: {type: local, base_dir: /x}\n")
+    try:
+        code, out = _usr(capsys, "--remotes-config", str(path), "remotes", "list")
+    finally:
+        os.environ.pop("USR_REMOTES_PATH", None)  # the group exports it for the process
+    assert code == 0 and out == f"{'a':<20} local  base_dir=/x\n"
+
+
+def test_doctor_local_remote(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "local base"
+    base.mkdir()
+    _usr(capsys, "remotes", "add", "here", "--type", "local", "--base-dir", str(base))
+    code, out = _usr(capsys, "remotes", "doctor", "--remote", "here")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[1].startswith("config: ok") and lines[2].startswith("base_dir: ok")
+    assert lines[3].startswith("flock: ok") and lines[-1] == "Doctor checks passed."
+    assert list(base.iterdir()) == []
+    _usr(capsys, "remotes", "add", "gone", "--type", "local", "--base-dir", str(tmp_path / "absent"))
+    code, out = _usr(capsys, "remotes", "doctor", "--remote", "gone")
+    assert code == 2 and f"ERROR: Local base_dir does not exist: {tmp_path / 'absent'}" in out
+    assert "Doctor checks passed." not in out

@@ -1,0 +1,80 @@
+"""Staging dirs, the staged walk and the promotion journal (roll-forward is idempotent)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from usrbatch.errors import TransferError, VerificationError
+from usrbatch.sync import staging as stg
+
+
+def test_staging_dir_name_and_discovery(tmp_path):
+    s = stg.create_staging(tmp_path, "densegen/demo")
+    assert s.parent == tmp_path and s.name.startswith(".usr-pull-densegen__demo-")
+    other = stg.create_staging(tmp_path, "densegen/demo-x")
+    assert stg.staging_dirs(tmp_path, "densegen/demo") == [s]
+    assert stg.staging_dirs(tmp_path, "densegen/demo-x") == [other]
+    assert stg.staging_dirs(tmp_path / "absent", "x") == []
+
+
+def test_walk_staged_hashes_and_rejects_links_and_specials(tmp_path):
+    s = stg.create_staging(tmp_path, "d")
+    (s / "_derived" / "a").mkdir(parents=True)
+    (s / "_derived" / "a" / "p.parquet").write_bytes(b"abc")
+    files = stg.walk_staged(s)
+    assert (
+        files["_derived/a/p.parquet"].sha256
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    os.symlink("/etc/hostname", s / "records.parquet")
+    with pytest.raises(
+        VerificationError, match=r"^Staged pull payload contains symlink entry: records.parquet$"
+    ):
+        stg.walk_staged(s)
+    os.unlink(s / "records.parquet")
+    os.mkfifo(s / "_derived" / "fifo")
+    with pytest.raises(VerificationError, match=r"unsupported entry type: _derived/fifo$"):
+        stg.walk_staged(s)
+
+
+def test_journal_roll_forward_is_idempotent(tmp_path):
+    dest = tmp_path / "ds"
+    (dest / "_derived" / "old").mkdir(parents=True)
+    (dest / "_derived" / "old" / "gone.parquet").write_bytes(b"old")
+    (dest / ".usr.lock").write_bytes(b"")
+    s = stg.create_staging(tmp_path, "ds")
+    (s / "_derived" / "new").mkdir(parents=True)
+    (s / "_derived" / "new" / "a.parquet").write_bytes(b"A")
+    (s / "records.parquet").write_bytes(b"R")
+    (s / ".events.log").write_bytes(b"{}\n")
+    stg.write_journal(
+        s,
+        dest,
+        ["records.parquet", ".events.log", "_derived/new/a.parquet"],
+        ["_derived/old/gone.parquet", ".usr.lock"],
+    )
+    body = json.loads((s / stg.JOURNAL).read_text())
+    assert body["install"][-1] == ".events.log"  # the event log is promoted last
+    assert ".usr.lock" not in body["delete"]  # runtime files are never deleted
+    # a crash after the first rename: that file is already in place, the rest is still staged
+    (dest / "_derived" / "new").mkdir(parents=True)
+    os.replace(s / "_derived" / "new" / "a.parquet", dest / "_derived" / "new" / "a.parquet")
+    assert stg.pending_journals(tmp_path, "ds", dest) == [s]
+    assert stg.roll_forward(s) == (2, 1)
+    assert (dest / "records.parquet").read_bytes() == b"R"
+    assert (dest / "_derived" / "new" / "a.parquet").read_bytes() == b"A"
+    assert not (dest / "_derived" / "old").exists()
+    assert (dest / ".usr.lock").exists()
+    assert not s.exists()
+
+
+def test_roll_forward_refuses_when_both_sides_are_gone(tmp_path):
+    dest = tmp_path / "ds"
+    dest.mkdir()
+    s = stg.create_staging(tmp_path, "ds")
+    stg.write_journal(s, dest, ["records.parquet"], [])
+    with pytest.raises(TransferError, match="cannot be completed"):
+        stg.roll_forward(s)

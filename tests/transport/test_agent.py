@@ -1,0 +1,307 @@
+"""The stdlib agent on real temp dirs: inventory, apply, hash, mkdir, probe, the dataset lock."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from usrbatch.transport import agent
+
+AGENT_PY = Path(agent.__file__)
+
+
+def _dataset(root: Path) -> Path:
+    ds = root / "ns" / "demo"
+    (ds / "_derived" / "infer").mkdir(parents=True)
+    (ds / "records.parquet").write_bytes(b"PAR1" + b"\0" * 100)
+    (ds / ".events.log").write_text('{"a":1}\n{"a":2}\n{"a":3}\n')
+    (ds / "_derived" / "infer" / "part-1.parquet").write_bytes(b"part")
+    for runtime in (".usr.lock", ".events.lock", ".usr.transfer.lock", ".usr.lease.dataset.abc"):
+        (ds / runtime).write_text("lock")
+    (ds / "_derived" / ".usrbatch-tmp-upload").write_bytes(b"partial")
+    return ds
+
+
+def test_inventory_rejects_symlink_and_fifo_and_skips_runtime_names(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    os.symlink("/etc/passwd", ds / "escape.link")
+    os.mkfifo(ds / "_derived" / "pipe")
+    out = agent.inventory(str(ds), cache_path=str(tmp_path / "cache.json"))
+    assert out["exists"] is True
+    assert sorted(out["files"]) == [".events.log", "_derived/infer/part-1.parquet", "records.parquet"]
+    assert sorted(map(tuple, out["rejected"])) == [("_derived/pipe", "special"), ("escape.link", "symlink")]
+    assert out["events_lines"] == 3
+    size, _mtime, sha = out["files"]["_derived/infer/part-1.parquet"]
+    assert size == 4
+    import hashlib
+
+    assert sha == hashlib.sha256(b"part").hexdigest()
+
+
+def test_inventory_of_missing_dir_is_not_existing(tmp_path: Path) -> None:
+    out = agent.inventory(str(tmp_path / "absent"), cache_path=str(tmp_path / "c.json"))
+    assert out["exists"] is False and out["files"] == {}
+
+
+def test_hash_cache_makes_second_inventory_hash_nothing(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    cache = str(tmp_path / "cache.json")
+    first = agent.inventory(str(ds), cache_path=cache)
+    total = sum(v[0] for v in first["files"].values())
+    assert first["hashed_bytes"] == total > 0
+    second = agent.inventory(str(ds), cache_path=cache)
+    assert second["hashed_bytes"] == 0
+    assert second["files"] == first["files"]
+    (ds / "records.parquet").write_bytes(b"PAR1 changed")
+    third = agent.inventory(str(ds), cache_path=cache)
+    assert third["hashed_bytes"] == len(b"PAR1 changed")
+
+
+def test_apply_renames_then_removes_and_prunes(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    (ds / "_derived" / "infer" / ".usrbatch-tmp-new").write_bytes(b"new")
+    (ds / "_artifacts" / "deep").mkdir(parents=True)
+    (ds / "_artifacts" / "deep" / "old.json").write_text("{}")
+    out = agent.apply_changes(
+        str(tmp_path),
+        [["ns/demo/_derived/infer/.usrbatch-tmp-new", "ns/demo/_derived/other/part-2.parquet"]],
+        ["ns/demo/_artifacts/deep/old.json", "ns/demo/never-existed.txt"],
+    )
+    assert out == {"renamed": 1, "removed": 1, "pruned": 2}
+    assert (ds / "_derived" / "other" / "part-2.parquet").read_bytes() == b"new"
+    assert not (ds / "_derived" / "infer" / ".usrbatch-tmp-new").exists()
+    assert not (ds / "_artifacts").exists()
+    assert (ds / "records.parquet").exists()
+
+
+def test_apply_replaces_existing_target_atomically(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    (ds / ".usrbatch-tmp-rec").write_bytes(b"newer records")
+    agent.apply_changes(str(tmp_path), [["ns/demo/.usrbatch-tmp-rec", "ns/demo/records.parquet"]], [])
+    assert (ds / "records.parquet").read_bytes() == b"newer records"
+
+
+@pytest.mark.parametrize(
+    ("renames", "removals", "needle"),
+    [
+        ([["ns/demo/records.parquet", "../outside"]], [], "unsafe relative path"),
+        ([["ns/demo/records.parquet", "/etc/x"]], [], "unsafe relative path"),
+        ([], ["ns/../../x"], "unsafe relative path"),
+        ([], ["ns/demo/_derived"], "refusing to remove a directory"),
+        ([["ns/demo/missing.bin", "ns/demo/x"]], [], "rename source missing"),
+    ],
+)
+def test_apply_refuses_bad_paths_before_changing_anything(
+    tmp_path: Path, renames: list, removals: list, needle: str
+) -> None:
+    ds = _dataset(tmp_path)
+    (ds / "first.tmp").write_bytes(b"1")
+    good = [["ns/demo/first.tmp", "ns/demo/first.bin"]]
+    with pytest.raises(agent.AgentError, match=needle):
+        agent.apply_changes(str(tmp_path), good + renames, removals)
+    assert (ds / "first.tmp").exists() and not (ds / "first.bin").exists()
+
+
+def test_apply_refuses_symlink_escape(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("keep")
+    base.mkdir()
+    os.symlink(outside, base / "ds")
+    with pytest.raises(agent.AgentError, match="escapes base_dir"):
+        agent.apply_changes(str(base), [], ["ds/victim.txt"])
+    assert (outside / "victim.txt").read_text() == "keep"
+
+
+def test_hash_and_mkdir_and_probe(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    os.symlink("records.parquet", ds / "alias")
+    got = agent.hash_paths(str(tmp_path), ["ns/demo/records.parquet", "ns/demo/alias", "ns/demo/nope"])[
+        "files"
+    ]
+    assert got["ns/demo/records.parquet"][0] == 104
+    assert got["ns/demo/alias"] is None and got["ns/demo/nope"] is None
+    agent.make_dirs(str(tmp_path), ["a/b/c", "d"])
+    assert (tmp_path / "a" / "b" / "c").is_dir() and (tmp_path / "d").is_dir()
+    info = agent.probe(str(tmp_path))
+    assert info["base_exists"] is True and info["base_writable"] is True
+    assert info["python"].startswith("3.")
+    assert list(tmp_path.glob(".usrbatch-tmp-doctor-*")) == []
+    assert agent.probe(str(tmp_path / "missing"))["base_exists"] is False
+
+
+def test_dataset_lock_times_out_while_held_and_frees_on_release(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    first = agent.hold_lock(str(ds), timeout=1, token="a" * 32)
+    with first:
+        assert (ds / ".usr.lease.dataset.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_file()
+        start = time.monotonic()
+        with pytest.raises(agent.LockTimeout) as info, agent.hold_lock(str(ds), timeout=0.3):
+            pass
+        assert info.value.which == "dataset"
+        assert 0.25 < time.monotonic() - start < 2
+    assert not list(ds.glob(".usr.lease.*"))
+    with agent.hold_lock(str(ds), timeout=0.3, events="exclusive"):
+        pass
+
+
+def test_event_lock_modes(tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    import fcntl
+
+    fd = os.open(ds / ".events.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a reader (another process) holds the event log shared
+    try:
+        with agent.hold_lock(str(ds), timeout=0.3, events="shared"):
+            pass
+        with (
+            pytest.raises(agent.LockTimeout) as info,
+            agent.hold_lock(str(ds), timeout=0.3, events="exclusive"),
+        ):
+            pass
+        assert info.value.which == "events"
+    finally:
+        os.close(fd)
+
+
+def _run_agent(request: dict, stdin_extra: bytes = b"", timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(AGENT_PY)],
+        input=json.dumps(request).encode() + b"\n" + stdin_extra,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def test_main_answers_one_json_line_and_reports_errors(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path)
+    res = _run_agent(
+        {"op": "inventory", "base": str(tmp_path), "rel": "ns/demo", "cache_path": str(tmp_path / "c")}
+    )
+    data = json.loads(res.stdout)
+    assert data["ok"] is True and "records.parquet" in data["result"]["files"]
+    bad = json.loads(_run_agent({"op": "inventory", "base": str(tmp_path), "rel": "../x"}).stdout)
+    assert bad["ok"] is False and "unsafe relative path" in bad["error"]
+    assert json.loads(_run_agent({"op": "nope"}).stdout)["ok"] is False
+    assert ds.exists()
+
+
+def test_lease_op_prints_marker_blocks_and_releases_on_eof(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(AGENT_PY)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    req = {"op": "lease", "base": str(tmp_path), "rel": "ns/ds", "token": "t" * 32, "timeout": 2}
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(req).encode() + b"\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().decode().strip() == "USR_REMOTE_LOCK_ACQUIRED:" + "t" * 32
+    contender = _run_agent(
+        {"op": "lease", "base": str(tmp_path), "rel": "ns/ds", "token": "u" * 32, "timeout": 0.3}
+    )
+    assert contender.returncode == agent.LOCK_TIMEOUT_EXIT
+    assert contender.stdout.decode().strip() == "USR_REMOTE_LOCK_TIMEOUT:" + "u" * 32
+    proc.stdin.close()  # EOF releases, exactly like a dropped connection
+    assert proc.wait(timeout=10) == 0
+    later = _run_agent(
+        {"op": "lease", "base": str(tmp_path), "rel": "ns/ds", "token": "v" * 32, "timeout": 1}, b"release\n"
+    )
+    assert later.returncode == 0 and b"USR_REMOTE_LOCK_ACQUIRED:" + b"v" * 32 in later.stdout
+    assert not list((tmp_path / "ns" / "ds").glob(".usr.lease.*"))
+
+
+def test_lease_op_releases_on_release_line(tmp_path: Path) -> None:
+    got: list[bytes] = []
+
+    def run() -> None:
+        got.append(
+            _run_agent(
+                {"op": "lease", "base": str(tmp_path), "rel": "d", "token": "w" * 32, "timeout": 1},
+                b"release\n",
+            ).stdout
+        )
+
+    th = threading.Thread(target=run)
+    th.start()
+    th.join(20)
+    assert got and got[0].splitlines()[-1] == b"USR_REMOTE_LOCK_RELEASED:" + b"w" * 32
+
+
+def test_agent_source_parses_as_python_3_6() -> None:
+    source = AGENT_PY.read_text()
+    ast.parse(source, feature_version=(3, 6))
+    tree = ast.parse(source)
+    futures = [
+        a.name
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.module == "__future__"
+        for a in n.names
+    ]
+    assert "annotations" not in futures  # a SyntaxError before Python 3.7
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "usrbatch" not in imported
+
+
+OLD_PYTHONS = [p for p in (Path.home() / ".pyenv" / "versions").glob("3.[6-9].*/bin/python3") if p.is_file()]
+
+
+@pytest.mark.skipif(not OLD_PYTHONS, reason="no Python 3.6-3.9 interpreter installed (pyenv)")
+@pytest.mark.parametrize("python", OLD_PYTHONS, ids=lambda p: p.parent.parent.name)
+def test_agent_runs_on_old_pythons_through_the_bootstrap(python: Path, tmp_path: Path) -> None:
+    from usrbatch.transport import ssh_shell
+
+    _dataset(tmp_path)
+    (tmp_path / "ns" / "demo" / ".usrbatch-tmp-n").write_bytes(b"n")
+
+    def call(req: dict, extra: bytes = b"") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(python), "-c", ssh_shell.BOOTSTRAP],
+            input=ssh_shell.agent_stdin(req) + extra,
+            capture_output=True,
+            timeout=30,
+        )
+
+    inv = json.loads(
+        call(
+            {"op": "inventory", "base": str(tmp_path), "rel": "ns/demo", "cache_path": str(tmp_path / "c")}
+        ).stdout
+    )
+    assert inv["ok"], inv
+    assert (
+        inv["result"]["files"]
+        == agent.inventory(str(tmp_path / "ns" / "demo"), cache_path=str(tmp_path / "c2"))["files"]
+    )
+    res = json.loads(
+        call(
+            {
+                "op": "apply",
+                "base": str(tmp_path),
+                "renames": [["ns/demo/.usrbatch-tmp-n", "ns/demo/n"]],
+                "removals": [],
+            }
+        ).stdout
+    )
+    assert res == {
+        "ok": True,
+        "agent_version": agent.AGENT_VERSION,
+        "python": str(python),
+        "result": {"renamed": 1, "removed": 0, "pruned": 0},
+    }
+    assert json.loads(call({"op": "probe", "base": str(tmp_path)}).stdout)["result"]["base_writable"] is True
+    lease = call(
+        {"op": "lease", "base": str(tmp_path), "rel": "ns/demo", "token": "z" * 32, "timeout": 2},
+        b"release\n",
+    )
+    assert lease.returncode == 0 and lease.stdout.splitlines()[0] == b"USR_REMOTE_LOCK_ACQUIRED:" + b"z" * 32

@@ -1,0 +1,165 @@
+"""LocalTransport: the Transport contract on a directory of this machine."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from usrbatch.errors import TransferError, VerificationError
+from usrbatch.transport.base import Transfer, Transport
+from usrbatch.transport.local import LocalTransport
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    b = tmp_path / "base"
+    (b / "ns" / "ds" / "_derived" / "x").mkdir(parents=True)
+    (b / "ns" / "ds" / "records.parquet").write_bytes(b"R" * 5000)
+    (b / "ns" / "ds" / "_derived" / "x" / "part-1.parquet").write_bytes(b"P" * 10)
+    (b / "ns" / "ds" / ".events.log").write_bytes(b'{"a":1}\n{"a":2}\n')
+    (b / "ns" / "ds" / ".usr.lock").write_bytes(b"")
+    return b
+
+
+def test_is_a_transport(base):
+    t = LocalTransport(base)
+    assert isinstance(t, Transport)
+    assert t.label == f"local:{base}"
+
+
+def test_inventory_hashes_everything_but_runtime(base):
+    inv = LocalTransport(base).inventory("ns/ds")
+    assert inv.exists
+    assert sorted(inv.files) == [".events.log", "_derived/x/part-1.parquet", "records.parquet"]
+    assert inv.files["records.parquet"].sha256 == sha(b"R" * 5000)
+    assert inv.events_lines == 2
+    assert LocalTransport(base).inventory("ns/absent").exists is False
+
+
+def test_inventory_reports_symlinks_and_rejects_unsafe_paths(base):
+    os.symlink("/etc/hostname", base / "ns" / "ds" / "link")
+    inv = LocalTransport(base).inventory("ns/ds")
+    assert ("link", "symlink") in inv.rejected
+    with pytest.raises(TransferError, match="unsafe relative path"):
+        LocalTransport(base).inventory("../etc")
+
+
+def test_download_verifies_and_preserves_mtime(base, tmp_path):
+    t = LocalTransport(base)
+    src = base / "ns" / "ds" / "records.parquet"
+    os.utime(src, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    seen: list[int] = []
+    dst = tmp_path / "out" / "records.parquet"
+    t.download(
+        [Transfer("ns/ds/records.parquet", dst, 5000, sha(b"R" * 5000))], progress=lambda p, n: seen.append(n)
+    )
+    assert dst.read_bytes() == b"R" * 5000
+    assert sum(seen) == 5000
+    assert dst.stat().st_mtime_ns == 1_700_000_000_000_000_000
+
+
+def test_download_resumes_a_partial_file(base, tmp_path):
+    t = LocalTransport(base)
+    dst = tmp_path / "records.parquet"
+    dst.write_bytes(b"R" * 3000)  # a previous attempt got this far
+    moved: list[int] = []
+    t.download(
+        [Transfer("ns/ds/records.parquet", dst, 5000, sha(b"R" * 5000))],
+        progress=lambda p, n: moved.append(n),
+    )
+    assert dst.read_bytes() == b"R" * 5000
+    assert sum(moved) == 2000
+
+
+def test_corrupt_partial_is_restarted_and_wrong_sha_fails(base, tmp_path):
+    t = LocalTransport(base)
+    dst = tmp_path / "records.parquet"
+    dst.write_bytes(b"X" * 3000)  # garbage prefix: resume gives a bad hash, the retry starts over
+    t.download([Transfer("ns/ds/records.parquet", dst, 5000, sha(b"R" * 5000))])
+    assert dst.read_bytes() == b"R" * 5000
+    with pytest.raises(VerificationError, match="sha256 mismatch"):
+        t.download([Transfer("ns/ds/records.parquet", tmp_path / "other", 5000, sha(b"nope"))])
+
+
+def test_download_of_missing_or_special_source_fails(base, tmp_path):
+    t = LocalTransport(base)
+    with pytest.raises(TransferError, match="missing"):
+        t.download([Transfer("ns/ds/nothing", tmp_path / "n", 1, sha(b"x"))])
+    os.mkfifo(base / "ns" / "ds" / "fifo")
+    with pytest.raises(TransferError, match="not a regular file"):
+        t.download([Transfer("ns/ds/fifo", tmp_path / "f", 1, sha(b"x"))])
+
+
+def test_upload_creates_parents_then_apply_renames_and_removes(base, tmp_path):
+    t = LocalTransport(base)
+    src = tmp_path / "new.parquet"
+    src.write_bytes(b"N" * 100)
+    t.upload([Transfer("ns/ds/_derived/y/.usrbatch-tmp-ab-new.parquet", src, 100, sha(b"N" * 100))])
+    assert (base / "ns/ds/_derived/y/.usrbatch-tmp-ab-new.parquet").exists()
+    t.apply(
+        [("ns/ds/_derived/y/.usrbatch-tmp-ab-new.parquet", "ns/ds/_derived/y/new.parquet")],
+        ["ns/ds/_derived/x/part-1.parquet", "ns/ds/not-there"],
+    )
+    assert (base / "ns/ds/_derived/y/new.parquet").read_bytes() == b"N" * 100
+    assert not (base / "ns/ds/_derived/x").exists()  # pruned when emptied
+    with pytest.raises(TransferError, match="unsafe"):
+        t.apply([], ["../escape"])
+    with pytest.raises(TransferError, match="missing"):
+        t.apply([("ns/ds/gone", "ns/ds/x")], [])
+
+
+def test_lease_excludes_other_holders_and_times_out(base):
+    t = LocalTransport(base)
+    with t.lease("ns/ds", timeout=1, events="shared") as lease:
+        assert lease.alive()
+        with (
+            pytest.raises(
+                TransferError, match=r"Remote dataset lock for 'ns/ds' timeout on local:.* after 0.2 seconds"
+            ),
+            LocalTransport(base).lease("ns/ds", timeout=0.2),
+        ):
+            pass
+    assert not lease.alive()
+    with t.lease("ns/ds", timeout=1):  # released: free again
+        pass
+
+
+def test_event_lease_blocks_an_exclusive_appender_until_release(base):
+    import fcntl
+
+    t = LocalTransport(base)
+    acquired: list[float] = []
+
+    def appender():
+        fd = os.open(base / "ns/ds/.events.lock", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        acquired.append(time.monotonic())
+        os.close(fd)
+
+    with t.lease("ns/ds", timeout=1, events="shared"):
+        th = threading.Thread(target=appender)
+        th.start()
+        time.sleep(0.3)
+        assert acquired == []
+        released = time.monotonic()
+    th.join(5)
+    assert acquired and acquired[0] >= released
+
+
+def test_lease_creates_the_dataset_dir(base):
+    with LocalTransport(base).lease("ns/new", timeout=1):
+        assert (base / "ns" / "new" / ".usr.lock").exists()

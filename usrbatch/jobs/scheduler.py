@@ -1,0 +1,114 @@
+"""The Scheduler protocol: submit a script after other jobs, read many jobs' states in one call, cancel.
+
+Each scheduler (sge.py, slurm.py, local.py) is a small sibling that fills in these methods; the
+loop controller and `usrbatch status` never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from usrbatch.errors import JobError
+
+SCHEDULERS = ("local", "sge", "slurm")
+
+# Normalized job states. "error-held" is SGE's Eqw: the job failed and holds its dependents.
+PENDING = "pending"
+HELD = "held"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+ERROR_HELD = "error-held"
+UNKNOWN = "unknown"
+TERMINAL_STATES = frozenset({COMPLETED, FAILED, CANCELLED})
+ALIVE_STATES = frozenset({PENDING, HELD, RUNNING, ERROR_HELD})
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One job to submit: the rendered script and how the scheduler should run it."""
+
+    script: Path
+    name: str
+    log: Path
+    after: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: Path | None = None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the scheduler says about one job id."""
+
+    job_id: str
+    state: str  # one of the normalized states above
+    native_state: str = ""  # the scheduler's own word (Eqw, hqw, PENDING, CANCELLED, ...)
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class Scheduler(Protocol):
+    """A batch scheduler as the loop controller sees it."""
+
+    name: str
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        """The argv that submits `req` (printed by --dry-run; ids in `after` may be placeholders)."""
+        ...
+
+    def submit(self, req: SubmitRequest) -> str:
+        """Submit; return the job id. Raises JobError with the scheduler's message on refusal."""
+        ...
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        """States of many jobs, asking the scheduler once (not once per id)."""
+        ...
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        """Cancel these jobs (unknown or finished ids are ignored)."""
+        ...
+
+    def find_by_name(self, name: str) -> list[str]:
+        """Ids of jobs with exactly this name (to recover a submit whose id was never recorded)."""
+        ...
+
+
+def run_command(argv: list[str], *, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a scheduler client command; a missing binary or a refusal becomes a JobError."""
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
+    except FileNotFoundError as exc:
+        raise JobError(
+            f"scheduler command '{argv[0]}' not found on PATH",
+            hint="Run on a host with the scheduler client installed, or use `scheduler: local`.",
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise JobError(f"scheduler command timed out after {timeout:.0f}s: {' '.join(argv)}") from exc
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        raise JobError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {detail}")
+    return proc
+
+
+def make_scheduler(name: str, *, loop_dir: Path) -> Scheduler:
+    """The scheduler named `name` (local|sge|slurm); local keeps its state under `loop_dir`."""
+    if name == "sge":
+        from usrbatch.jobs.sge import SgeScheduler
+
+        return SgeScheduler()
+    if name == "slurm":
+        from usrbatch.jobs.slurm import SlurmScheduler
+
+        return SlurmScheduler()
+    if name == "local":
+        from usrbatch.jobs.local import LocalScheduler
+
+        return LocalScheduler(loop_dir / "local")
+    raise JobError(f"unknown scheduler '{name}' (expected {', '.join(SCHEDULERS)})")

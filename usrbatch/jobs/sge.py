@@ -1,0 +1,162 @@
+"""Son of Grid Engine: qsub -terse -hold_jid, qstat -xml (one call), qacct (one call), qdel."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+
+from usrbatch.errors import JobError
+from usrbatch.jobs.scheduler import (
+    COMPLETED,
+    ERROR_HELD,
+    FAILED,
+    HELD,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    JobInfo,
+    SubmitRequest,
+    run_command,
+)
+
+
+def _native_to_state(native: str) -> str:
+    if "E" in native:
+        return ERROR_HELD  # Eqw: failed (exit 100) and holds its dependents
+    if "h" in native:
+        return HELD
+    if native.startswith(("r", "t", "R", "s", "S", "T")) or "r" in native:
+        return RUNNING
+    if "d" in native:
+        return RUNNING  # being deleted
+    if "qw" in native:
+        return PENDING
+    return UNKNOWN
+
+
+def parse_qstat_xml(text: str) -> dict[str, JobInfo]:
+    """Job id -> JobInfo from `qstat -u '*' -xml` (both running and pending lists)."""
+    out: dict[str, JobInfo] = {}
+    if not text.strip():
+        return out
+    root = ET.fromstring(text)
+    for job in root.iter("job_list"):
+        number = (job.findtext("JB_job_number") or "").strip()
+        native = (job.findtext("state") or "").strip()
+        if number:
+            out[number] = JobInfo(job_id=number, state=_native_to_state(native), native_state=native)
+    return out
+
+
+def parse_qstat_names(text: str) -> dict[str, list[str]]:
+    """Job name -> ids from `qstat -u '*' -xml`."""
+    names: dict[str, list[str]] = {}
+    if not text.strip():
+        return names
+    for job in ET.fromstring(text).iter("job_list"):
+        names.setdefault((job.findtext("JB_name") or "").strip(), []).append(
+            (job.findtext("JB_job_number") or "").strip()
+        )
+    return names
+
+
+def parse_qacct(text: str) -> dict[str, JobInfo]:
+    """Job id -> JobInfo from `qacct -j ...` output; with requeues, the last record wins."""
+    out: dict[str, JobInfo] = {}
+    record: dict[str, str] = {}
+
+    def flush() -> None:
+        number = record.get("jobnumber")
+        if not number:
+            return
+        try:
+            code = int(record.get("exit_status", "").split()[0])
+        except (ValueError, IndexError):
+            code = None
+        failed = record.get("failed", "0").split()[0] if record.get("failed") else "0"
+        ok = code == 0 and failed == "0"
+        out[number] = JobInfo(
+            job_id=number,
+            state=COMPLETED if ok else FAILED,
+            native_state=f"exit_status={code} failed={record.get('failed', '0')}",
+            exit_code=code,
+        )
+
+    for line in text.splitlines():
+        if line.startswith("====="):
+            flush()
+            record = {}
+            continue
+        key, _, value = line.partition(" ")
+        if key:
+            record[key] = value.strip()
+    flush()
+    return out
+
+
+class SgeScheduler:
+    """SGE through its command-line clients (qsub/qstat/qacct/qdel on PATH)."""
+
+    name = "sge"
+
+    def __init__(self, *, name_glob: str | None = None) -> None:
+        # qacct is asked once per status() by job-name pattern (it takes one -j argument).
+        self.name_glob = name_glob
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        argv = ["qsub", "-terse", "-S", "/bin/bash", "-N", req.name, "-j", "y", "-o", str(req.log)]
+        if req.workdir is not None:
+            argv += ["-wd", str(req.workdir)]
+        if req.after:
+            argv += ["-hold_jid", ",".join(req.after)]
+        if req.env:
+            for key, value in req.env.items():
+                if "," in value or "\n" in value:
+                    raise JobError(f"SGE cannot pass env {key}={value!r} with -v (comma or newline in it)")
+            argv += ["-v", ",".join(f"{k}={v}" for k, v in req.env.items())]
+        argv.append(str(req.script))
+        return argv
+
+    def submit(self, req: SubmitRequest) -> str:
+        proc = run_command(self.submit_command(req))
+        job_id = proc.stdout.strip().split(".")[0]
+        if not job_id.isdigit():
+            raise JobError(f"qsub printed no job id: {proc.stdout.strip()!r} {proc.stderr.strip()}")
+        return job_id
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return {}
+        live = parse_qstat_xml(run_command(["qstat", "-u", "*", "-xml"]).stdout)
+        out = {i: live[i] for i in wanted if i in live}
+        missing = [i for i in wanted if i not in out]
+        if missing:
+            finished = self._accounting(missing)
+            for i in missing:
+                out[i] = finished.get(i, JobInfo(job_id=i, state=UNKNOWN, native_state="not in qstat/qacct"))
+        return out
+
+    def _accounting(self, ids: list[str]) -> dict[str, JobInfo]:
+        # One qacct call: by name pattern when the loop gave one, else by the single id.
+        if self.name_glob:
+            target = self.name_glob
+        elif len(ids) == 1:
+            target = ids[0]
+        else:
+            target = "*"
+        proc = run_command(["qacct", "-j", target], check=False)
+        return parse_qacct(proc.stdout) if proc.returncode == 0 else {}
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        if ids:
+            run_command(["qdel", *[str(i) for i in ids]], check=False)
+
+    def find_by_name(self, name: str) -> list[str]:
+        names = parse_qstat_names(run_command(["qstat", "-u", "*", "-xml"]).stdout)
+        found = list(names.get(name, []))
+        if not found:
+            proc = run_command(["qacct", "-j", name], check=False)
+            if proc.returncode == 0:
+                found = sorted(parse_qacct(proc.stdout), key=int)
+        return found

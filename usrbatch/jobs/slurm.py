@@ -1,0 +1,144 @@
+"""Slurm: sbatch --parsable --dependency=afterok --kill-on-invalid-dep=yes, squeue + sacct (one call each)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from usrbatch.errors import JobError
+from usrbatch.jobs.scheduler import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    HELD,
+    PENDING,
+    RUNNING,
+    UNKNOWN,
+    JobInfo,
+    SubmitRequest,
+    run_command,
+)
+
+_STATES = {
+    "PENDING": PENDING,
+    "CONFIGURING": RUNNING,
+    "RUNNING": RUNNING,
+    "COMPLETING": RUNNING,
+    "SUSPENDED": HELD,
+    "REQUEUED": PENDING,
+    "REQUEUE_HOLD": HELD,
+    "RESV_DEL_HOLD": HELD,
+    "COMPLETED": COMPLETED,
+    "FAILED": FAILED,
+    "TIMEOUT": FAILED,
+    "NODE_FAIL": FAILED,
+    "OUT_OF_MEMORY": FAILED,
+    "BOOT_FAIL": FAILED,
+    "DEADLINE": FAILED,
+    "PREEMPTED": FAILED,
+    "CANCELLED": CANCELLED,
+}
+
+
+def _state(native: str) -> str:
+    return _STATES.get(native.split()[0] if native else "", UNKNOWN)
+
+
+def parse_squeue(text: str) -> dict[str, JobInfo]:
+    """Job id -> JobInfo from `squeue -h -t all -o '%i|%j|%T|%r'`."""
+    out: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0]:
+            continue
+        job_id, _name, native, reason = parts[0], parts[1], parts[2], parts[3]
+        state = _state(native)
+        if state == PENDING and reason in ("JobHeldUser", "JobHeldAdmin"):
+            state = HELD
+        out[job_id] = JobInfo(
+            job_id=job_id, state=state, native_state=native, reason="" if reason == "None" else reason
+        )
+    return out
+
+
+def parse_sacct(text: str) -> dict[str, JobInfo]:
+    """Job id -> JobInfo from `sacct -P -n -o JobID,JobName,State,ExitCode` (job steps ignored)."""
+    out: dict[str, JobInfo] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 4 or not parts[0] or "." in parts[0]:
+            continue
+        job_id, _name, native, exit_field = parts[:4]
+        code_text = exit_field.split(":")[0]
+        code = int(code_text) if code_text.isdigit() else None
+        out[job_id] = JobInfo(job_id=job_id, state=_state(native), native_state=native, exit_code=code)
+    return out
+
+
+class SlurmScheduler:
+    """Slurm through sbatch/squeue/sacct/scancel on PATH."""
+
+    name = "slurm"
+
+    def __init__(self) -> None:
+        self._sacct_flags: list[str] | None = None
+
+    def submit_command(self, req: SubmitRequest) -> list[str]:
+        argv = ["sbatch", "--parsable", "-J", req.name, "-o", str(req.log), "--kill-on-invalid-dep=yes"]
+        if req.workdir is not None:
+            argv += ["--chdir", str(req.workdir)]
+        if req.after:
+            argv.append("--dependency=afterok:" + ":".join(req.after))
+        export = ["ALL"]
+        for key, value in req.env.items():
+            if "," in value or "\n" in value:
+                raise JobError(f"sbatch cannot pass env {key}={value!r} with --export (comma or newline)")
+            export.append(f"{key}={value}")
+        argv += ["--export=" + ",".join(export), str(req.script)]
+        return argv
+
+    def submit(self, req: SubmitRequest) -> str:
+        proc = run_command(self.submit_command(req))
+        job_id = proc.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise JobError(f"sbatch printed no job id: {proc.stdout.strip()!r} {proc.stderr.strip()}")
+        return job_id
+
+    def _sacct(self, ids: list[str]) -> dict[str, JobInfo]:
+        # Without an accounting database plain sacct fails; `-c` reads the jobcomp file instead.
+        tail = ["-P", "-n", "-o", "JobID,JobName,State,ExitCode", "-j", ",".join(ids)]
+        flags = [self._sacct_flags] if self._sacct_flags is not None else [[], ["-c"]]
+        for extra in flags:
+            proc = run_command(["sacct", *extra, *tail], check=False)
+            if proc.returncode == 0:
+                self._sacct_flags = extra
+                return parse_sacct(proc.stdout)
+        return {}
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        wanted = [str(i) for i in ids]
+        if not wanted:
+            return {}
+        proc = run_command(
+            ["squeue", "-h", "-t", "all", "-j", ",".join(wanted), "-o", "%i|%j|%T|%r"], check=False
+        )
+        live = parse_squeue(proc.stdout) if proc.returncode == 0 else {}
+        # Exit codes (and jobs squeue has forgotten) come from one sacct call.
+        need = [i for i in wanted if i not in live or live[i].state not in (PENDING, HELD, RUNNING)]
+        acct = self._sacct(need) if need else {}
+        out: dict[str, JobInfo] = {}
+        for i in wanted:
+            q, a = live.get(i), acct.get(i)
+            if q and a:
+                out[i] = JobInfo(i, q.state, q.native_state, a.exit_code, q.reason)
+            else:
+                out[i] = q or a or JobInfo(job_id=i, state=UNKNOWN, native_state="not in squeue/sacct")
+        return out
+
+    def cancel(self, ids: Sequence[str]) -> None:
+        if ids:
+            run_command(["scancel", *[str(i) for i in ids]], check=False)
+
+    def find_by_name(self, name: str) -> list[str]:
+        proc = run_command(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"], check=False)
+        found = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+        return sorted(set(found), key=lambda s: int(s) if s.isdigit() else 0)

@@ -1,0 +1,318 @@
+"""submit-loop: render every job of a loop and submit it after its predecessor, idempotently.
+
+The state file is written before each submit ("submitting", no id) and after it ("submitted",
+id), under an exclusive lock on the loop dir. A re-run skips submitted jobs; a job left
+"submitting" is looked up by name on the scheduler before it is submitted again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from usrbatch import auditlog
+from usrbatch.errors import JobError
+from usrbatch.jobs import templates
+from usrbatch.jobs.loop import (
+    ACTOR_TOOLS,
+    JobRecord,
+    LoopSpec,
+    LoopState,
+    StepSpec,
+    check_local_files,
+    load_state,
+    now_utc,
+    plan_jobs,
+    save_state,
+)
+from usrbatch.jobs.record import jobs_dir, read_outcome
+from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, make_scheduler
+
+SGE_FAIL_EXIT = 100  # SGE puts a job exiting 100 in Eqw, and its -hold_jid dependents stay held
+
+
+def script_path(loop_dir: Path, key: str) -> Path:
+    return loop_dir / "scripts" / f"{key}.sh"
+
+
+def log_path(loop_dir: Path, key: str) -> Path:
+    return loop_dir / "logs" / f"{key}.log"
+
+
+def step_of(spec: LoopSpec, name: str) -> StepSpec:
+    for step in spec.steps:
+        if step.name == name:
+            return step
+    raise JobError(
+        f"{spec.path.name}: no step named '{name}' (steps: {', '.join(s.name for s in spec.steps)})"
+    )
+
+
+def render_context(spec: LoopSpec, job: JobRecord) -> dict:
+    """Everything a template may use (see docs/audit-log.md and templates/_common/job.j2)."""
+    step = step_of(spec, job.step)
+    loop_dir = spec.loop_dir
+    args = dict(step.args)
+    if step.kind == "sync":
+        args["audit_json"] = str(loop_dir / "sync" / f"{job.key}.json")
+    return {
+        "job": {
+            "key": job.key,
+            "name": job.name,
+            "step": job.step,
+            "kind": job.kind,
+            "iteration": job.iteration,
+            "index": job.index,
+            "log": str(log_path(loop_dir, job.key)),
+            "script": str(script_path(loop_dir, job.key)),
+            "after_keys": list(job.after),
+        },
+        "loop": {
+            "id": spec.loop_id,
+            "dir": str(loop_dir),
+            "dataset": spec.dataset,
+            "root": str(spec.root),
+            "remote": spec.remote,
+            "remotes_config": str(spec.remotes_config) if spec.remotes_config else None,
+            "scheduler": spec.scheduler,
+            "audit_log": str(loop_dir / "audit.jsonl"),
+            "workdir": str(spec.workdir or loop_dir),
+        },
+        "res": {
+            "time": step.resources.time,
+            "cpus": step.resources.cpus,
+            "mem": step.resources.mem,
+            "mem_per_core": step.resources.mem_per_core,
+            "project": step.resources.project,
+            "account": step.resources.account,
+            "partition": step.resources.partition,
+        },
+        "args": args,
+        "python": spec.python,
+        "actor_tool": ACTOR_TOOLS[step.kind],
+        "fail_exit": SGE_FAIL_EXIT if spec.scheduler == "sge" else 1,
+    }
+
+
+def render_job(spec: LoopSpec, job: JobRecord) -> str:
+    return templates.render(
+        spec.scheduler, job.kind, render_context(spec, job), templates_dir=spec.templates_dir
+    )
+
+
+@dataclass
+class SubmitResult:
+    loop_id: str
+    loop_dir: Path
+    submitted: list[str] = field(default_factory=list)  # job keys submitted by this run
+    recovered: list[str] = field(default_factory=list)  # "submitting" jobs found on the scheduler
+    skipped: list[str] = field(default_factory=list)  # already submitted before this run
+    total: int = 0
+
+
+@contextlib.contextmanager
+def _locked(loop_dir: Path) -> Iterator[None]:
+    loop_dir.mkdir(parents=True, exist_ok=True)
+    with open(loop_dir / ".submit.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(
+                f"another `usrbatch submit-loop` is running for loop {loop_dir.name}",
+                hint="Wait for it to finish, then run the command again.",
+            ) from None
+        yield
+
+
+def _merge_plan(spec: LoopSpec, state: LoopState | None, iterations: int) -> LoopState:
+    planned = plan_jobs(spec, iterations)
+    if state is None:
+        return LoopState(
+            loop_id=spec.loop_id,
+            config=str(spec.path),
+            scheduler=spec.scheduler,
+            dataset=spec.dataset,
+            root=str(spec.root),
+            created_at=now_utc(),
+            jobs=planned,
+        )
+    if state.scheduler != spec.scheduler:
+        raise JobError(
+            f"loop {spec.loop_id} was submitted to {state.scheduler}, not {spec.scheduler}",
+            hint="Keep the scheduler, or give the loop another name: in the spec.",
+        )
+    known = {j.key: j for j in state.jobs}
+    recorded_iterations = max((j.iteration for j in state.jobs), default=0)
+    for job in planned:
+        if job.iteration <= recorded_iterations and job.key not in known:
+            raise JobError(
+                f"{spec.path.name}: steps differ from those loop {spec.loop_id} was submitted with "
+                f"(no job {job.key} in {state.jobs[0].key}..{state.jobs[-1].key})",
+                hint="Give the changed loop a new name: (or cancel and remove the old loop dir).",
+            )
+    merged = list(state.jobs)
+    merged += [j for j in planned if j.key not in known]
+    state.jobs = merged
+    return state
+
+
+def _after_ids(state: LoopState, job: JobRecord, loop_dir: Path, placeholders: bool) -> list[str]:
+    """Scheduler ids of predecessors still to wait for (a predecessor that already succeeded is dropped)."""
+    ids = []
+    for key in job.after:
+        pred = state.job(key)
+        outcome = read_outcome(loop_dir, key)
+        if outcome is not None and outcome.get("exit_code") == 0 and pred.status == "submitted":
+            continue
+        if pred.scheduler_id:
+            ids.append(pred.scheduler_id)
+        elif placeholders:
+            ids.append(f"id@{key}")  # stands for the id the scheduler will give job KEY
+        else:
+            raise JobError(f"predecessor {key} of {job.key} has no scheduler id")
+    return ids
+
+
+def _reset_failed(
+    state: LoopState, scheduler: Scheduler, loop_dir: Path, emit: Callable[[str], None]
+) -> None:
+    """--resume: cancel and forget every job that did not succeed and everything after it."""
+    from usrbatch.jobs.status import FAILED_VIEW_STATES, job_views
+
+    views = {v.key: v for v in job_views(state, loop_dir, scheduler)}
+    redo: set[str] = set()
+    for job in state.jobs:  # jobs are in chain order, so one pass propagates downstream
+        view = views[job.key]
+        if view.state in FAILED_VIEW_STATES or any(p in redo for p in job.after):
+            redo.add(job.key)
+    if not redo:
+        return
+    alive = [views[k].job_id for k in redo if views[k].job_id and views[k].sched_state in ALIVE_STATES]
+    if alive:
+        scheduler.cancel([i for i in alive if i])
+    for job in state.jobs:
+        if job.key in redo and job.status != "planned":
+            if job.scheduler_id:
+                job.previous_ids.append(job.scheduler_id)
+            job.status, job.scheduler_id, job.submitted_at = "planned", None, None
+            for suffix in (".outcome.json", ".started.json"):
+                (jobs_dir(loop_dir) / f"{job.key}{suffix}").unlink(missing_ok=True)
+    emit(f"resume: resubmitting {len(redo)} job(s) from {min(redo)}")
+
+
+def submit_loop(
+    spec: LoopSpec,
+    *,
+    iterations: int | None = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    scheduler: Scheduler | None = None,
+    emit: Callable[[str], None] = print,
+) -> SubmitResult:
+    """Render and submit every job not yet submitted; see the module docstring for the guarantees."""
+    loop_dir = spec.loop_dir
+    n_iter = iterations or spec.iterations
+    sched = scheduler or make_scheduler(spec.scheduler, loop_dir=loop_dir)
+    result = SubmitResult(loop_id=spec.loop_id, loop_dir=loop_dir)
+    if dry_run:
+        state = _merge_plan(spec, load_state(loop_dir), n_iter)
+        result.total = len(state.jobs)
+        for job in state.jobs:
+            if job.status == "submitted":
+                result.skipped.append(job.key)
+                continue
+            script = render_job(spec, job)
+            req = SubmitRequest(
+                script=script_path(loop_dir, job.key),
+                name=job.name,
+                log=log_path(loop_dir, job.key),
+                after=tuple(_after_ids(state, job, loop_dir, placeholders=True)),
+                workdir=spec.workdir or loop_dir,
+            )
+            emit(f"### job {job.key} -> {req.script}")
+            emit(script.rstrip("\n"))
+            emit(f"### submit: {shlex.join(sched.submit_command(req))}")
+            emit("")
+            result.submitted.append(job.key)
+        return result
+
+    check_local_files(spec)
+    with _locked(loop_dir):
+        auditlog.configure(loop_dir / "audit.jsonl")
+        auditlog.bind_context(
+            loop_id=spec.loop_id,
+            step=None,
+            iteration=None,
+            job_id=None,
+            scheduler=spec.scheduler,
+            dataset=spec.dataset,
+        )
+        log = auditlog.get_logger()
+        state = _merge_plan(spec, load_state(loop_dir), n_iter)
+        save_state(loop_dir, state)
+        if resume:
+            _reset_failed(state, sched, loop_dir, emit)
+            save_state(loop_dir, state)
+        result.total = len(state.jobs)
+        for job in state.jobs:
+            if job.status == "submitted" and job.scheduler_id:
+                result.skipped.append(job.key)
+                continue
+            if job.status == "submitting":
+                found = sched.find_by_name(job.name)
+                found = [i for i in found if i not in job.previous_ids]
+                if found:
+                    job.status, job.scheduler_id = "submitted", found[-1]
+                    job.submitted_at = job.submitted_at or now_utc()
+                    save_state(loop_dir, state)
+                    result.recovered.append(job.key)
+                    emit(f"recovered {job.key}: already on {spec.scheduler} as job {found[-1]}")
+                    continue
+            script = render_job(spec, job)
+            path = script_path(loop_dir, job.key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log_path(loop_dir, job.key).parent.mkdir(parents=True, exist_ok=True)
+            (loop_dir / "sync").mkdir(exist_ok=True)
+            path.write_text(script, encoding="utf-8")
+            path.chmod(0o755)
+            req = SubmitRequest(
+                script=path,
+                name=job.name,
+                log=log_path(loop_dir, job.key),
+                after=tuple(_after_ids(state, job, loop_dir, placeholders=False)),
+                workdir=spec.workdir or loop_dir,
+            )
+            job.status = "submitting"
+            save_state(loop_dir, state)
+            job_id = sched.submit(req)
+            job.status, job.scheduler_id, job.submitted_at = "submitted", job_id, now_utc()
+            save_state(loop_dir, state)
+            log.info(
+                "job.submitted",
+                step=job.step,
+                iteration=job.iteration,
+                job_id=job_id,
+                job_key=job.key,
+                after=list(req.after),
+                name=job.name,
+            )
+            result.submitted.append(job.key)
+            emit(
+                f"submitted {job.key} as {spec.scheduler} job {job_id}"
+                + (f" after {','.join(req.after)}" if req.after else "")
+            )
+        log.info(
+            "loop.submitted",
+            iterations=n_iter,
+            jobs=len(state.jobs),
+            new_jobs=len(result.submitted),
+            recovered_jobs=len(result.recovered),
+            config=str(spec.path),
+        )
+        if not result.submitted and not result.recovered:
+            emit(f"loop {spec.loop_id}: all {len(state.jobs)} job(s) already submitted; nothing new")
+        return result

@@ -1,0 +1,213 @@
+"""remotes.yaml: where it is, what a remote looks like, loading, validating and saving it.
+
+The file is chosen by `--remotes-config` (the `usr` group exports it as USR_REMOTES_PATH) or by
+`$USR_REMOTES_PATH`. There is no implicit default and no implicit creation: users copy
+`remotes.example.yaml` to a private path first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from usrbatch.errors import RemoteConfigError
+
+ENV_PATH = "USR_REMOTES_PATH"
+REMOTE_TYPES = ("ssh", "local")
+SSH_REQUIRED = ("host", "user", "base_dir")
+LOCAL_REQUIRED = ("base_dir",)
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """One named remote. `ssh`: a host reached over SSH; `local`: a directory on this machine."""
+
+    name: str
+    type: Literal["ssh", "local"]
+    base_dir: str
+    host: str | None = None
+    user: str | None = None
+    port: int = 22
+    ssh_key_env: str | None = None
+    batch_mode: bool = True
+    repo_root: str | None = None
+    local_repo_root: str | None = None
+
+    @property
+    def target(self) -> str:
+        """`user@host` for ssh, `local` otherwise."""
+        if self.type == "ssh":
+            return f"{self.user}@{self.host}" if self.user else str(self.host)
+        return "local"
+
+    @property
+    def label(self) -> str:
+        """Human-readable target with base_dir: `alice@scc1.bu.edu:/proj/usr` or `local:/data`."""
+        if self.type == "ssh":
+            port = f":{self.port}" if self.port != 22 else ""
+            return f"{self.target}{port}:{self.base_dir}"
+        return f"local:{self.base_dir}"
+
+    def ssh_key_path(self) -> Path | None:
+        """The key file named by `ssh_key_env`, or None when unset (agent / default keys).
+
+        Raises RemoteConfigError when the variable is named but not set.
+        """
+        if not self.ssh_key_env:
+            return None
+        value = os.environ.get(self.ssh_key_env)
+        if not value:
+            raise RemoteConfigError(
+                f"Environment variable '{self.ssh_key_env}' not set (SSH key path).",
+                hint=f"export {self.ssh_key_env}=~/.ssh/id_ed25519, or remove ssh_key_env from remote '{self.name}'.",
+            )
+        return Path(value).expanduser()
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The mapping written under `remotes.<name>` (every key of the type, nulls included)."""
+        if self.type == "local":
+            return {"type": "local", "base_dir": self.base_dir}
+        return {
+            "type": "ssh",
+            "host": self.host,
+            "user": self.user,
+            "port": self.port,
+            "base_dir": self.base_dir,
+            "batch_mode": self.batch_mode,
+            "ssh_key_env": self.ssh_key_env,
+            "repo_root": self.repo_root,
+            "local_repo_root": self.local_repo_root,
+        }
+
+
+def remotes_path(explicit: Path | str | None = None) -> Path:
+    """The remotes.yaml in use: `explicit`, else $USR_REMOTES_PATH; RemoteConfigError otherwise."""
+    value = str(explicit) if explicit else os.environ.get(ENV_PATH, "").strip()
+    if not value:
+        raise RemoteConfigError(
+            "USR_REMOTES_PATH is required for remotes configuration.",
+            hint="Copy remotes.example.yaml to a private path and pass --remotes-config PATH "
+            "or export USR_REMOTES_PATH=PATH.",
+        )
+    return Path(value).expanduser().absolute()
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise RemoteConfigError(
+            f"Remote config not found: {path}. Copy remotes.example.yaml to a private path and select it "
+            "with --remotes-config or USR_REMOTES_PATH."
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RemoteConfigError(f"Failed to read config {path}: {exc}") from exc
+    if data is None:
+        return {"remotes": {}}
+    if not isinstance(data, dict):
+        raise RemoteConfigError(f"Failed to read config {path}: top level must be a mapping with 'remotes:'.")
+    remotes = data.get("remotes")
+    if remotes is None:
+        data["remotes"] = {}
+    elif not isinstance(remotes, dict):
+        raise RemoteConfigError(
+            f"Failed to read config {path}: 'remotes' must be a mapping of name -> settings."
+        )
+    return data
+
+
+def _parse_bool(name: str, key: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    raise RemoteConfigError(f"Remote '{name}' key '{key}' must be true or false, got {value!r}.")
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def parse_remote(name: str, raw: Any) -> RemoteConfig:
+    """Validate one `remotes.<name>` mapping; RemoteConfigError names the remote and the key."""
+    if not isinstance(raw, dict):
+        raise RemoteConfigError(f"Remote '{name}' must be a mapping of settings (host, user, base_dir, ...).")
+    kind = str(raw.get("type") or "ssh")
+    if kind not in REMOTE_TYPES:
+        raise RemoteConfigError(
+            f"Remote '{name}' has unsupported type '{kind}'. Supported types: {', '.join(REMOTE_TYPES)}."
+        )
+    required = SSH_REQUIRED if kind == "ssh" else LOCAL_REQUIRED
+    for key in required:
+        if raw.get(key) in (None, ""):
+            raise RemoteConfigError(f"Remote '{name}' missing required key: '{key}'")
+    if kind == "local":
+        return RemoteConfig(name=name, type="local", base_dir=str(raw["base_dir"]))
+    port_raw = raw.get("port", 22)
+    try:
+        port = int(22 if port_raw is None else port_raw)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 < port < 65536 or isinstance(port_raw, bool):
+        raise RemoteConfigError(f"Remote '{name}' key 'port' must be an integer 1-65535, got {port_raw!r}.")
+    return RemoteConfig(
+        name=name,
+        type="ssh",
+        host=str(raw["host"]),
+        user=str(raw["user"]),
+        port=port,
+        base_dir=str(raw["base_dir"]),
+        ssh_key_env=_opt_str(raw.get("ssh_key_env")),
+        batch_mode=_parse_bool(name, "batch_mode", raw.get("batch_mode"), True),
+        repo_root=_opt_str(raw.get("repo_root")),
+        local_repo_root=_opt_str(raw.get("local_repo_root")),
+    )
+
+
+def load_remotes(path: Path | str | None = None) -> dict[str, RemoteConfig]:
+    """Every remote of remotes.yaml, validated, by name (sorted)."""
+    cfg = remotes_path(path)
+    raw = _read_raw(cfg)["remotes"]
+    return {str(name): parse_remote(str(name), raw[name]) for name in sorted(raw, key=str)}
+
+
+def get_remote(name: str, path: Path | str | None = None) -> RemoteConfig:
+    """One remote by name; RemoteConfigError with a how-to-define hint when unknown."""
+    cfg = remotes_path(path)
+    raw = _read_raw(cfg)["remotes"]
+    if name not in raw:
+        raise RemoteConfigError(
+            f"Unknown remote '{name}'. Define it with 'usr remotes wizard --preset bu-scc ...' or "
+            f"'usr remotes add {name} --type ssh ...'."
+        )
+    return parse_remote(name, raw[name])
+
+
+def save_remote(remote: RemoteConfig, path: Path | str | None = None) -> Path:
+    """Add or replace one remote; rewrites the whole file atomically (safe_dump, sort_keys).
+
+    The file must already exist (no implicit creation). Other remotes are kept as they were read.
+    Returns the path written.
+    """
+    cfg = remotes_path(path)
+    data = _read_raw(cfg)
+    data["remotes"][remote.name] = remote.to_yaml()
+    text = yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
+    mode = cfg.stat().st_mode & 0o777
+    fd, tmp = tempfile.mkstemp(prefix=f".{cfg.name}.", suffix=".tmp", dir=cfg.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, cfg)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return cfg

@@ -1,0 +1,646 @@
+"""The `ssh` transport: paramiko, one connection per transport object, reused for everything.
+
+- exec channels run the stdlib agent (transport/agent.py) in ONE round trip per inventory,
+  apply, hash batch or mkdir batch; `stats.execs` counts them;
+- SFTP carries file data: pipelined writes, segmented prefetched reads, large windows, and
+  several files in flight (a small pool of SFTP sessions on the same connection);
+- downloads/uploads resume a partial destination from its size; the final sha256 decides;
+  tenacity retries each file and the connection (reconnecting after a drop), logging `sync.retry`;
+- the dataset lease is the agent's `lease` op on its own exec channel (ssh_lease.py).
+
+All remote paths are base_dir + a validated relative path; user strings reach a shell only as
+shlex-quoted positional arguments (ssh_shell.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paramiko
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from usrbatch.auditlog import get_logger
+from usrbatch.errors import RemoteUnavailableError, TransferError, UsrError, VerificationError
+from usrbatch.remotes import RemoteConfig
+from usrbatch.transport import ssh_shell
+from usrbatch.transport.base import EventLockMode, Inventory, ProgressFn, Transfer, validate_relpath
+from usrbatch.transport.ssh_config import SshEndpoint, resolve_endpoint
+from usrbatch.transport.ssh_connect import MAX_PACKET, WINDOW_SIZE, Connection, open_connection
+from usrbatch.transport.ssh_lease import SshLease, hold_lease
+
+T = TypeVar("T")
+READ_SEGMENT = 8 * 1024 * 1024  # bytes requested ahead per prefetch round (bounded memory)
+READ_BLOCK = 1024 * 1024
+WRITE_BLOCK = 1024 * 1024
+DEFAULT_RETRIES = 4
+DEFAULT_BACKOFF = 0.5
+DEFAULT_WORKERS = 4
+
+
+@dataclass
+class TransportStats:
+    """Counters for tests, benchmarks and the audit log."""
+
+    execs: int = 0  # exec channels opened (remote round trips)
+    connects: int = 0
+    sftp_sessions: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    retries: int = 0
+    resumed: int = 0  # files continued from a partial destination
+
+
+class _Restart(Exception):
+    """A resumed file failed its hash: redo it from byte 0 (once)."""
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, UsrError):
+        return getattr(exc, "transient", False)
+    if isinstance(exc, EOFError | paramiko.SSHException | ConnectionError | socket.timeout):
+        return True
+    # paramiko reports a dead socket as a bare OSError without errno; SFTP status errors
+    # (no such file, permission denied) carry an errno and are not retried.
+    return isinstance(exc, OSError) and exc.errno is None
+
+
+def _env_number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return cast(raw)
+    except ValueError as exc:
+        raise TransferError(f"{name} must be a number, got {raw!r}.") from exc
+
+
+def _sha256_prefix(path: Path, length: int) -> Any:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        left = length
+        while left > 0:
+            block = fh.read(min(READ_BLOCK, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+    return h
+
+
+class SshTransport:
+    """Transport over one paramiko SSH connection (see module doc). Thread-safe for its own pool."""
+
+    def __init__(
+        self,
+        remote: RemoteConfig,
+        *,
+        ssh_config_path: Path | None = None,
+        known_hosts: Path | list[Path] | None = None,
+        connect_timeout: float = 10.0,
+        retries: int | None = None,
+        backoff: float | None = None,
+        workers: int = DEFAULT_WORKERS,
+        window_size: int = WINDOW_SIZE,
+        force_sh: bool = False,
+    ) -> None:
+        self.remote = remote
+        self.endpoint: SshEndpoint = resolve_endpoint(
+            remote, ssh_config_path=ssh_config_path, known_hosts=known_hosts
+        )
+        self.connect_timeout = connect_timeout
+        self.retries = max(
+            1, retries if retries is not None else _env_number("USRBATCH_SSH_RETRIES", DEFAULT_RETRIES, int)
+        )
+        self.backoff = (
+            backoff if backoff is not None else _env_number("USRBATCH_SSH_BACKOFF", DEFAULT_BACKOFF, float)
+        )
+        self.workers = max(1, workers)
+        self.window_size = window_size
+        self.force_sh = force_sh  # tests: behave as if the remote had no python3
+        self.stats = TransportStats()
+        self._lock = threading.RLock()
+        self._conn: Connection | None = None
+        self._generation = 0
+        self._sftp_pool: list[tuple[int, paramiko.SFTPClient]] = []
+        self._abs_base: str | None = None
+        self._python = ""  # the remote interpreter path the agent reported (skips PATH shims)
+        self._closed = False
+
+    # ------------------------------------------------------------------ connection plumbing
+
+    @property
+    def label(self) -> str:
+        return f"{self.endpoint.target}:{self.remote.base_dir}"
+
+    @property
+    def target(self) -> str:
+        return self.endpoint.target
+
+    def connect(self) -> Connection:
+        """The live connection, (re)connecting when there is none or it died."""
+        with self._lock:
+            if self._closed:
+                raise TransferError(f"Transport to {self.target} is closed.")
+            if self._conn is not None and self._conn.active():
+                return self._conn
+            self._drop_connection()
+            self._conn = self._retry(self._open, what="connect", path=self.target)
+            self.stats.connects += 1
+            return self._conn
+
+    def adopt(self, connection: Connection) -> None:
+        """Use an already authenticated connection (doctor checks step by step, then reuses it)."""
+        with self._lock:
+            self._drop_connection()
+            self._conn = connection
+            self.stats.connects += 1
+
+    def run_sh(self, script: str, *args: str, timeout: float | None = 60.0) -> tuple[int, str]:
+        """ONE exec of a constant one-line sh script with quoted args: (exit code, stdout)."""
+        rc, out, _err = self._exec(ssh_shell.sh_command(script, *args), timeout=timeout)
+        return rc, out.decode("utf-8", "replace")
+
+    def _open(self) -> Connection:
+        return open_connection(
+            self.endpoint,
+            connect_timeout=self.connect_timeout,
+            batch_mode=self.remote.batch_mode,
+            window_size=self.window_size,
+        )
+
+    def _drop_connection(self) -> None:
+        with self._lock:
+            pool, self._sftp_pool = self._sftp_pool, []
+            for _gen, client in pool:
+                with contextlib.suppress(Exception):
+                    client.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+                self._generation += 1
+
+    def close(self) -> None:
+        """Close every channel and the connection; further calls raise TransferError."""
+        with self._lock:
+            self._drop_connection()
+            self._closed = True
+
+    def __enter__(self) -> SshTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _retry(self, fn: Callable[[], T], *, what: str, path: str) -> T:
+        """Run fn with tenacity: connection-class errors are retried with exponential backoff,
+        the dead connection dropped first; each retry is logged as `sync.retry`."""
+
+        def before_sleep(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.retries += 1
+            with self._lock:
+                if self._conn is not None and not self._conn.active():
+                    self._drop_connection()
+            get_logger().info(
+                "sync.retry",
+                op=what,
+                path=path,
+                attempt=state.attempt_number,
+                error=f"{exc.__class__.__name__}: {exc}"[:300] if exc else None,
+                remote=self.remote.name,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.backoff, max=30),
+            retry=retry_if_exception(_is_connection_error),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except UsrError:
+            raise
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise TransferError(
+                    f"SSH {what} of {path} on {self.target} failed after {self.retries} attempt(s): "
+                    f"{exc.__class__.__name__}: {exc}"
+                ) from exc
+            if isinstance(exc, OSError):  # an SFTP status: permission denied, not a directory, ...
+                raise TransferError(
+                    f"SSH {what} of {path} on {self.label} failed: {exc.strerror or exc}"
+                ) from exc
+            raise
+
+    # ------------------------------------------------------------------ exec channels
+
+    def _open_channel(self) -> paramiko.Channel:
+        conn = self.connect()
+        chan = conn.transport.open_session(window_size=self.window_size, max_packet_size=MAX_PACKET)
+        with self._lock:
+            self.stats.execs += 1
+        return chan
+
+    def _exec(
+        self, command: str, stdin: bytes = b"", *, timeout: float | None = None
+    ) -> tuple[int, bytes, bytes]:
+        """One remote command: (exit code, stdout, last 64 KiB of stderr)."""
+        chan = self._open_channel()
+        out: list[bytes] = []
+        err = b""
+        try:
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            deadline = time.monotonic() + timeout if timeout else None
+            while True:
+                progressed = False
+                if chan.recv_stderr_ready():
+                    err = (err + chan.recv_stderr(65536))[-65536:]
+                    progressed = True
+                if chan.recv_ready():
+                    out.append(chan.recv(1 << 20))
+                    progressed = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed or not chan.get_transport().is_active():
+                    raise EOFError("SSH connection dropped during a remote command")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TransferError(f"Remote command on {self.target} exceeded {timeout:g} seconds.")
+                if not progressed:
+                    select.select([chan], [], [], 0.05)
+            # drain whatever arrived with the exit status
+            while chan.recv_ready():
+                out.append(chan.recv(1 << 20))
+            return chan.recv_exit_status(), b"".join(out), err
+        finally:
+            chan.close()
+
+    def _agent_answer(self, rc: int, out: bytes, err: bytes, what: str) -> Any:
+        text = out.decode("utf-8", "replace")
+        for line in reversed(text.splitlines()):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "ok" in data:
+                python = data.get("python")
+                if isinstance(python, str) and python.startswith("/") and "\n" not in python:
+                    self._python = python
+                if not data["ok"]:
+                    raise TransferError(f"Remote {what} on {self.target} refused: {data.get('error')}")
+                return data["result"]
+        if ssh_shell.NO_PYTHON_MARK in text:
+            raise RemoteUnavailableError(
+                f"Remote {what} on {self.target} needs python3, which is not on the remote PATH.",
+                hint="Load a python3 module in your remote shell profile, or ask the admins for python3.",
+            )
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no stderr)"]
+        raise TransferError(f"Remote {what} on {self.target} gave no answer (exit {rc}): {last[0][:200]}")
+
+    def _agent(self, request: dict, what: str) -> Any:
+        rc, out, err = self._exec(
+            ssh_shell.agent_command(force_sh=self.force_sh, python=self._python),
+            ssh_shell.agent_stdin(request),
+        )
+        return self._agent_answer(rc, out, err, what)
+
+    # ------------------------------------------------------------------ paths
+
+    def _remote_path(self, rel: str) -> str:
+        return posixpath.join(self._base_for_sftp(), validate_relpath(rel, what="remote path"))
+
+    def _base_for_sftp(self) -> str:
+        """base_dir as SFTP needs it: `~` expanded against the remote home directory."""
+        if self._abs_base is None:
+            base = self.remote.base_dir
+            if base == "~" or base.startswith("~/"):
+                with self._sftp() as sftp:
+                    home = sftp.normalize(".")
+                base = home + base[1:]
+            self._abs_base = base
+        return self._abs_base
+
+    # ------------------------------------------------------------------ Transport protocol
+
+    def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
+        """ONE exec: the agent (or the sh fallback) inventories `<base_dir>/<rel_dir>`."""
+        rel = validate_relpath(rel_dir, what="dataset dir")
+        request = {
+            "op": "inventory",
+            "base": self.remote.base_dir,
+            "rel": rel,
+            "hashes": hashes,
+            "parquet_stats": parquet_stats,
+        }
+        command = ssh_shell.inventory_command(
+            self.remote.base_dir, rel, hashes, force_sh=self.force_sh, python=self._python
+        )
+
+        def run() -> Inventory:
+            rc, out, err = self._exec(command, ssh_shell.agent_stdin(request))
+            text = out.decode("utf-8", "replace")
+            if ssh_shell.SH_MARK in text and not text.lstrip().startswith("{"):
+                try:
+                    return Inventory.from_agent(ssh_shell.parse_sh_inventory(text, hashes))
+                except ValueError as exc:
+                    raise EOFError(f"incomplete inventory output ({exc})") from exc
+            return Inventory.from_agent(self._agent_answer(rc, out, err, "inventory"))
+
+        return self._retry(run, what="inventory", path=rel)
+
+    def remote_hashes(self, paths: Sequence[str]) -> dict[str, tuple[int, int, str | None] | None]:
+        """ONE exec: (size, mtime_ns, sha256) of each relative path; None when not a regular file."""
+        rels = [validate_relpath(p, what="hash path") for p in paths]
+        if not rels:
+            return {}
+        request = {"op": "hash", "base": self.remote.base_dir, "paths": rels}
+        command = ssh_shell.hash_command(
+            self.remote.base_dir, rels, force_sh=self.force_sh, python=self._python
+        )
+        if len(command) > 100_000:  # the sh fallback passes paths as arguments; the agent does not
+            command = ssh_shell.agent_command(force_sh=self.force_sh, python=self._python)
+
+        def run() -> dict:
+            rc, out, err = self._exec(command, ssh_shell.agent_stdin(request))
+            text = out.decode("utf-8", "replace")
+            if ssh_shell.SH_MARK in text and not text.lstrip().startswith("{"):
+                try:
+                    return ssh_shell.parse_sh_hashes(text)
+                except ValueError as exc:
+                    raise EOFError(f"incomplete hash output ({exc})") from exc
+            return self._agent_answer(rc, out, err, "hash")
+
+        files = self._retry(run, what="hash", path=f"{len(rels)} file(s)")["files"]
+        return {rel: (tuple(files[rel]) if files.get(rel) else None) for rel in rels}  # type: ignore[misc]
+
+    def mkdirs(self, rel_dirs: Sequence[str]) -> None:
+        """ONE exec: create `<base_dir>/<rel>` for each rel (and base_dir itself)."""
+        rels = sorted({validate_relpath(p, what="mkdir path") for p in rel_dirs})
+        request = {"op": "mkdir", "base": self.remote.base_dir, "paths": rels}
+        self._retry(lambda: self._agent(request, "mkdir"), what="mkdir", path=f"{len(rels)} dir(s)")
+
+    def apply(self, renames: Sequence[tuple[str, str]], removals: Sequence[str]) -> None:
+        """ONE exec of the agent's `apply` op. Not retried once sent (renames are not idempotent)."""
+        ren = [
+            [validate_relpath(s, what="rename source"), validate_relpath(d, what="rename target")]
+            for s, d in renames
+        ]
+        rem = [validate_relpath(p, what="removal") for p in removals]
+        if not ren and not rem:
+            return
+        request = {"op": "apply", "base": self.remote.base_dir, "renames": ren, "removals": rem}
+        self.connect()
+        try:
+            self._agent(request, "apply")
+        except UsrError:
+            raise
+        except Exception as exc:
+            raise TransferError(
+                f"Remote apply on {self.target} was interrupted ({exc.__class__.__name__}: {exc}); "
+                "its outcome is unknown: re-run the command to re-inventory and converge."
+            ) from exc
+
+    def probe(self) -> dict:
+        """ONE exec of the agent's `probe` op (versions/tools; base_dir exists and is writable)."""
+        return self._agent({"op": "probe", "base": self.remote.base_dir}, "probe")
+
+    @contextlib.contextmanager
+    def lease(
+        self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
+    ) -> Iterator[SshLease]:
+        """Hold `<rel_dir>/.usr.lock` (+ `.events.lock`) via the agent on its own exec channel."""
+        rel = validate_relpath(rel_dir, what="dataset dir")
+        token = secrets.token_hex(16)
+        request = {
+            "op": "lease",
+            "base": self.remote.base_dir,
+            "rel": rel,
+            "token": token,
+            "timeout": float(timeout),
+            "events": events,
+        }
+        chan = self._retry(self._open_channel, what="lease", path=rel)
+        try:
+            chan.exec_command(ssh_shell.agent_command(force_sh=self.force_sh, python=self._python))
+            chan.sendall(ssh_shell.agent_stdin(request))
+        except BaseException:
+            chan.close()
+            raise
+        with hold_lease(
+            chan, token=token, dataset=rel, target=self.target, timeout=timeout, events=events
+        ) as held:
+            yield held
+
+    # ------------------------------------------------------------------ file data (SFTP)
+
+    @contextlib.contextmanager
+    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
+        conn = self.connect()
+        with self._lock:
+            generation = self._generation
+            client = None
+            while self._sftp_pool:
+                gen, candidate = self._sftp_pool.pop()
+                if gen == generation:
+                    client = candidate
+                    break
+        if client is None:
+            client = paramiko.SFTPClient.from_transport(
+                conn.transport, window_size=self.window_size, max_packet_size=MAX_PACKET
+            )
+            if client is None:
+                raise EOFError("could not open an SFTP session")
+            with self._lock:
+                self.stats.sftp_sessions += 1
+        reusable = False
+        try:
+            yield client
+            reusable = True
+        finally:
+            with self._lock:
+                if reusable and generation == self._generation and conn.active():
+                    self._sftp_pool.append((generation, client))
+                else:
+                    with contextlib.suppress(Exception):
+                        client.close()
+
+    def _run_batch(self, items: Sequence[Transfer], one: Callable[[Transfer], None]) -> None:
+        if not items:
+            return
+        self.connect()
+        if len(items) == 1 or self.workers == 1:
+            for item in items:
+                one(item)
+            return
+        with ThreadPoolExecutor(
+            max_workers=min(self.workers, len(items)), thread_name_prefix="usr-ssh"
+        ) as pool:
+            futures = [pool.submit(one, item) for item in items]
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except BaseException as exc:
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+
+    def download(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
+        """Remote → local for each item; resumes a partial local file; the sha256 decides."""
+
+        def one(item: Transfer) -> None:
+            validate_relpath(item.remote, what="remote path")
+            try:
+                self._retry(
+                    lambda: self._download_one(item, progress, False), what="download", path=item.remote
+                )
+            except _Restart:
+                self._retry(
+                    lambda: self._download_one(item, progress, True), what="download", path=item.remote
+                )
+
+        self._run_batch(items, one)
+
+    def _download_one(self, item: Transfer, progress: ProgressFn | None, restart: bool) -> None:
+        remote = self._remote_path(item.remote)
+        local = Path(item.local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with self._sftp() as sftp:
+            try:
+                rf = sftp.open(remote, "rb")
+            except FileNotFoundError as exc:
+                raise TransferError(f"Remote file missing: {item.remote} on {self.label}") from exc
+            with rf:
+                size = rf.stat().st_size
+                offset = 0
+                if not restart and local.is_file():
+                    have = local.stat().st_size
+                    offset = have if have <= size else 0
+                h = _sha256_prefix(local, offset) if offset else hashlib.sha256()
+                if offset:
+                    with self._lock:
+                        self.stats.resumed += 1
+                with local.open("r+b" if offset else "wb") as lf:
+                    lf.seek(offset)
+                    pos = offset
+                    while pos < size:
+                        seg_end = min(size, pos + READ_SEGMENT)
+                        chunks = [(p, min(READ_BLOCK, seg_end - p)) for p in range(pos, seg_end, READ_BLOCK)]
+                        for data in rf.readv(chunks):
+                            if not data:
+                                raise EOFError(f"short read of {item.remote}")
+                            lf.write(data)
+                            h.update(data)
+                            pos += len(data)
+                            with self._lock:
+                                self.stats.bytes_down += len(data)
+                            if progress:
+                                progress(item.remote, len(data))
+                    lf.truncate(pos)
+        digest = h.hexdigest()
+        if digest != item.sha256:
+            if offset and not restart:
+                raise _Restart()
+            raise VerificationError(
+                f"Downloaded {item.remote} does not match: sha256 {digest} != expected {item.sha256} "
+                f"(from {self.label})."
+            )
+
+    def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
+        """Local → remote for each item (parents created in ONE exec); resumes a partial remote
+        file; then ONE exec hashes every uploaded file remotely and the sha256 decides."""
+        if not items:
+            return
+        for item in items:
+            validate_relpath(item.remote, what="remote path")
+            if not Path(item.local).is_file():
+                raise TransferError(f"Local file to upload is missing: {item.local}")
+        parents = {posixpath.dirname(validate_relpath(i.remote)) for i in items} - {""}
+        self.mkdirs(sorted(parents))
+        resumed: set[str] = set()
+
+        def one(item: Transfer, restart: bool = False) -> None:
+            if self._retry(
+                lambda: self._upload_one(item, progress, restart), what="upload", path=item.remote
+            ):
+                with self._lock:
+                    resumed.add(item.remote)
+
+        self._run_batch(items, one)
+        bad = self._verify_uploads(items)
+        redo = [i for i in items if i.remote in bad and i.remote in resumed]
+        if redo:
+            self._run_batch(redo, lambda item: one(item, True))
+            bad = self._verify_uploads(redo)
+        if bad:
+            first = next(iter(bad.items()))
+            raise VerificationError(
+                f"Uploaded {first[0]} does not match on {self.label}: remote sha256 {first[1]} "
+                f"({len(bad)} file(s) failed verification)."
+            )
+
+    def _verify_uploads(self, items: Sequence[Transfer]) -> dict[str, str | None]:
+        found = self.remote_hashes([i.remote for i in items])
+        bad: dict[str, str | None] = {}
+        for item in items:
+            got = found.get(item.remote)
+            sha = got[2] if got else None
+            if sha != item.sha256:
+                bad[item.remote] = sha
+        return bad
+
+    def _upload_one(self, item: Transfer, progress: ProgressFn | None, restart: bool) -> bool:
+        """Send one file; True when it continued a partial remote file."""
+        remote = self._remote_path(item.remote)
+        local = Path(item.local)
+        local_size = local.stat().st_size
+        with self._sftp() as sftp:
+            offset = 0
+            if not restart:
+                with contextlib.suppress(FileNotFoundError):
+                    have = sftp.stat(remote).st_size or 0
+                    offset = have if have <= local_size else 0
+            if offset:
+                with self._lock:
+                    self.stats.resumed += 1
+            h = _sha256_prefix(local, offset) if offset else hashlib.sha256()
+            wf = sftp.open(remote, "r+b" if offset else "wb")
+            with wf, local.open("rb") as lf:
+                wf.set_pipelined(True)
+                wf.seek(offset)
+                lf.seek(offset)
+                while True:
+                    block = lf.read(WRITE_BLOCK)
+                    if not block:
+                        break
+                    wf.write(block)
+                    h.update(block)
+                    with self._lock:
+                        self.stats.bytes_up += len(block)
+                    if progress:
+                        progress(item.remote, len(block))
+        if h.hexdigest() != item.sha256:
+            raise VerificationError(
+                f"Local file {local} changed: sha256 {h.hexdigest()} != expected {item.sha256}; re-run to re-plan."
+            )
+        return offset > 0

@@ -1,0 +1,172 @@
+"""Where and how to reach an SSH remote: ssh_config resolution and known_hosts verification.
+
+`resolve_endpoint` reads `~/.ssh/config` (or a given file) like OpenSSH: a Host alias gives
+HostName, Port, User, IdentityFile, IdentitiesOnly, UserKnownHostsFile, GlobalKnownHostsFile,
+ProxyJump, ProxyCommand and ConnectTimeout. `HostKeyCheck` verifies a server key against every
+known_hosts file (hashed entries and `[host]:port` entries included) and REFUSES unknown or
+changed keys with a message that says how to trust the key and shows its fingerprint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from usrbatch.errors import RemoteConfigError, RemoteUnavailableError
+from usrbatch.remotes import RemoteConfig
+
+SSH_CONFIG_ENV = "USRBATCH_SSH_CONFIG"
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    """Everything needed to open one SSH connection, after ssh_config resolution."""
+
+    alias: str  # the host as written in remotes.yaml
+    hostname: str  # what we connect to (ssh_config HostName, else alias)
+    port: int
+    user: str
+    identity_files: tuple[Path, ...]  # explicit key (ssh_key_env) first, then IdentityFile
+    identities_only: bool
+    known_hosts_files: tuple[Path, ...]
+    proxy_jump: str | None = None
+    proxy_command: str | None = None
+    connect_timeout: float | None = None
+    config_path: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.alias}"
+
+    @property
+    def host_key_name(self) -> str:
+        """The known_hosts name OpenSSH uses: `host` on port 22, else `[host]:port`."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def _load_config(path: Path | None) -> paramiko.SSHConfig:
+    cfg_path = path if path is not None else Path("~/.ssh/config").expanduser()
+    if not cfg_path.exists():
+        if path is not None:
+            raise RemoteConfigError(f"SSH config not found: {cfg_path}")
+        return paramiko.SSHConfig()
+    try:
+        return paramiko.SSHConfig.from_path(str(cfg_path))
+    except Exception as exc:  # paramiko raises several types for a malformed file
+        raise RemoteConfigError(f"Failed to read SSH config {cfg_path}: {exc}") from exc
+
+
+def _split_files(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    items = value if isinstance(value, list) else shlex.split(value)
+    return [v for v in items if v.lower() != "none"]
+
+
+def resolve_endpoint(
+    remote: RemoteConfig,
+    *,
+    ssh_config_path: Path | None = None,
+    known_hosts: Path | list[Path] | None = None,
+    user_override: str | None = None,
+) -> SshEndpoint:
+    """Apply ssh_config (`ssh_config_path`, else $USRBATCH_SSH_CONFIG, else ~/.ssh/config) to a remote. remotes.yaml `user` wins over ssh_config User (like `ssh -l`);
+    a non-default remotes.yaml `port` wins over ssh_config Port. `known_hosts`, when given,
+    replaces the user known_hosts files (UserKnownHostsFile); global files are still read."""
+    if remote.type != "ssh" or not remote.host:
+        raise RemoteConfigError(f"Remote '{remote.name}' is not an ssh remote.")
+    if ssh_config_path is None and os.environ.get(SSH_CONFIG_ENV):
+        ssh_config_path = Path(os.environ[SSH_CONFIG_ENV]).expanduser()
+    cfg = _load_config(ssh_config_path)
+    opts = cfg.lookup(remote.host)
+    hostname = opts.get("hostname", remote.host)
+    port = remote.port if remote.port != 22 else int(opts.get("port", 22))
+    user = user_override or remote.user or opts.get("user") or os.environ.get("USER", "")
+    keys: list[Path] = []
+    explicit = remote.ssh_key_path()
+    if explicit is not None:
+        keys.append(explicit)
+    keys.extend(Path(p).expanduser() for p in opts.get("identityfile", []))
+    identities_only = str(opts.get("identitiesonly", "no")).lower() == "yes" or explicit is not None
+    if not identities_only and not keys:
+        keys.extend(Path(p).expanduser() for p in DEFAULT_IDENTITIES)
+    if known_hosts is not None:
+        user_files = [str(p) for p in (known_hosts if isinstance(known_hosts, list) else [known_hosts])]
+    else:
+        user_files = _split_files(opts.get("userknownhostsfile")) or list(DEFAULT_USER_KNOWN_HOSTS)
+    global_files = _split_files(opts.get("globalknownhostsfile")) or list(DEFAULT_GLOBAL_KNOWN_HOSTS)
+    timeout = opts.get("connecttimeout")
+    jump = opts.get("proxyjump")
+    return SshEndpoint(
+        alias=remote.host,
+        hostname=hostname,
+        port=port,
+        user=user,
+        identity_files=tuple(dict.fromkeys(keys)),
+        identities_only=identities_only,
+        known_hosts_files=tuple(Path(p).expanduser() for p in [*user_files, *global_files]),
+        proxy_jump=None if not jump or jump.lower() == "none" else jump,
+        proxy_command=opts.get("proxycommand") if "proxycommand" in opts else None,
+        connect_timeout=float(timeout) if timeout else None,
+        config_path=ssh_config_path,
+    )
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style `SHA256:<base64>` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+class HostKeyCheck:
+    """known_hosts verification that never trusts on first use."""
+
+    def __init__(self, files: tuple[Path, ...]) -> None:
+        self.files = files
+        self.keys = paramiko.HostKeys()
+        for path in files:
+            if path.is_file():
+                try:
+                    self.keys.load(str(path))
+                except (OSError, paramiko.SSHException) as exc:
+                    raise RemoteConfigError(f"Failed to read known_hosts file {path}: {exc}") from exc
+
+    def preferred_types(self, endpoint: SshEndpoint) -> list[str]:
+        """Key types known for this host, so negotiation picks a key we can verify."""
+        known = self.keys.lookup(endpoint.host_key_name)
+        return list(known.keys()) if known else []
+
+    def verify(self, endpoint: SshEndpoint, key: paramiko.PKey) -> None:
+        """Return when `key` is known for the endpoint; RemoteUnavailableError otherwise."""
+        known = self.keys.lookup(endpoint.host_key_name)
+        fp = fingerprint(key)
+        name = endpoint.host_key_name
+        port_flag = f"-p {endpoint.port} " if endpoint.port != 22 else ""
+        first_file = self.files[0] if self.files else Path("~/.ssh/known_hosts")
+        if not known:
+            raise RemoteUnavailableError(
+                f"Host key for {name} is not trusted (not in any known_hosts file); refusing to connect. "
+                f"Server key: {key.get_name()} {fp}. Verify the fingerprint with the host's admins, then trust it "
+                f"with: ssh-keyscan {port_flag}{endpoint.hostname} >> {first_file} "
+                f"(or run `ssh {port_flag}{endpoint.user}@{endpoint.hostname}` once and accept it).",
+                hint="Files searched: " + ", ".join(str(p) for p in self.files),
+            )
+        match = known.get(key.get_name())
+        if match is not None and match.asbytes() == key.asbytes():
+            return
+        expected = match if match is not None else next(iter(known.values()))
+        raise RemoteUnavailableError(
+            f"HOST KEY CHANGED for {name}: the server offered {key.get_name()} {fp} but known_hosts has "
+            f"{expected.get_name()} {fingerprint(expected)}. Refusing to connect: this can be a "
+            f"man-in-the-middle attack. If the host was legitimately re-keyed, remove the old entry with "
+            f"`ssh-keygen -R '{name}' -f {first_file}` and trust the new key after verifying it.",
+        )

@@ -1,0 +1,261 @@
+"""Open one authenticated paramiko connection to an SshEndpoint.
+
+TCP (direct, through ProxyJump hosts via `direct-tcpip` channels, or a ProxyCommand) → SSH
+handshake with large windows → host key verified against known_hosts (never auto-added) →
+authentication with ssh-agent keys and key files (and keyboard-interactive on a TTY when
+batch_mode is off). Failures are UsrErrors with one actionable message; secrets never appear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import socket
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import paramiko
+
+from usrbatch.errors import RemoteUnavailableError
+from usrbatch.transport.ssh_config import HostKeyCheck, SshEndpoint, resolve_endpoint
+
+WINDOW_SIZE = 64 * 1024 * 1024
+MAX_PACKET = 32768
+KEEPALIVE_S = 15
+
+
+class ConnectFailed(RemoteUnavailableError):
+    """TCP or SSH handshake failure: worth a retry (unlike host key or authentication failures)."""
+
+    transient = True
+
+
+@dataclass
+class Connection:
+    """A live SSH connection plus the jump connections it rides on (closed together)."""
+
+    transport: paramiko.Transport
+    endpoint: SshEndpoint
+    jumps: list[paramiko.Transport] = field(default_factory=list)
+    auth_method: str = ""  # which agent key / key file / method succeeded (never key material)
+
+    def active(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+        for jump in reversed(self.jumps):
+            with contextlib.suppress(Exception):
+                jump.close()
+
+
+def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP socket to host:port; RemoteUnavailableError with the cause when unreachable."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError as exc:
+        raise ConnectFailed(
+            f"TCP connection to {host}:{port} timed out after {timeout:g} seconds.",
+            hint="Check the host name and port, VPN/firewall, or a ProxyJump in ~/.ssh/config.",
+        ) from exc
+    except OSError as exc:
+        raise ConnectFailed(
+            f"TCP connection to {host}:{port} failed: {exc.strerror or exc}.",
+            hint="Check the host name and port in remotes.yaml / ~/.ssh/config.",
+        ) from exc
+    sock.settimeout(None)
+    return sock
+
+
+def _jump_endpoints(endpoint: SshEndpoint) -> list[SshEndpoint]:
+    """ProxyJump `[user@]host[:port],...` → endpoints resolved through the same ssh_config."""
+    from usrbatch.remotes import RemoteConfig
+
+    hops = []
+    for spec in (endpoint.proxy_jump or "").split(","):
+        spec = spec.strip()
+        if not spec:
+            continue
+        if spec.startswith("ssh://"):
+            spec = spec[len("ssh://") :]
+        user, _, hostport = spec.rpartition("@")
+        host, port = hostport, 22
+        if hostport.count(":") == 1:
+            host, port_text = hostport.split(":")
+            port = int(port_text)
+        hop_remote = RemoteConfig(
+            name=f"jump:{host}", type="ssh", base_dir="/", host=host, user=user or None, port=port
+        )
+        hop = resolve_endpoint(hop_remote, ssh_config_path=endpoint.config_path, user_override=user or None)
+        if not user and hop.user == "":
+            hop = replace(hop, user=endpoint.user)
+        hops.append(hop)
+    return hops
+
+
+def _open_socket(endpoint: SshEndpoint, timeout: float, jumps: list[paramiko.Transport], **kw):
+    if endpoint.proxy_jump:
+        chain = _jump_endpoints(endpoint)
+        parent: paramiko.Transport | None = None
+        for hop in chain:
+            hop_sock = (
+                _direct_tcpip(parent, hop, timeout)
+                if parent
+                else tcp_connect(hop.hostname, hop.port, timeout)
+            )
+            parent = _handshake(hop_sock, hop, timeout, **kw)
+            jumps.append(parent)
+        assert parent is not None
+        return _direct_tcpip(parent, endpoint, timeout)
+    if endpoint.proxy_command:
+        try:
+            return paramiko.ProxyCommand(endpoint.proxy_command)
+        except Exception as exc:
+            raise RemoteUnavailableError(f"ProxyCommand failed for {endpoint.alias}: {exc}") from exc
+    return tcp_connect(endpoint.hostname, endpoint.port, timeout)
+
+
+def _direct_tcpip(parent: paramiko.Transport, endpoint: SshEndpoint, timeout: float) -> paramiko.Channel:
+    try:
+        return parent.open_channel(
+            "direct-tcpip", (endpoint.hostname, endpoint.port), ("127.0.0.1", 0), timeout=timeout
+        )
+    except (paramiko.SSHException, OSError) as exc:
+        raise RemoteUnavailableError(
+            f"ProxyJump could not reach {endpoint.hostname}:{endpoint.port}: {exc}."
+        ) from exc
+
+
+def _interactive_handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+    if title or instructions:
+        print("\n".join(x for x in (title, instructions) if x), file=sys.stderr)
+    return [getpass.getpass(p) if not echo else input(p) for p, echo in prompts]
+
+
+def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool) -> str:
+    """Authenticate `t`; returns the method that worked, else RemoteUnavailableError naming what was tried."""
+    tried: list[str] = []
+    skipped: list[str] = []
+    remaining: list[str] = []
+
+    def attempt(key: paramiko.PKey, label: str) -> bool:
+        nonlocal remaining
+        tried.append(label)
+        try:
+            remaining = t.auth_publickey(endpoint.user, key)
+        except paramiko.AuthenticationException:
+            return False
+        return t.is_authenticated()
+
+    if not endpoint.identities_only:
+        with contextlib.suppress(paramiko.SSHException, OSError):
+            agent = paramiko.Agent()
+            for i, key in enumerate(agent.get_keys()):
+                label = f"ssh-agent key {i + 1} ({key.get_name()})"
+                if attempt(key, label):
+                    return label
+    for path in endpoint.identity_files:
+        if not path.is_file():
+            continue
+        try:
+            key = paramiko.PKey.from_path(str(path))
+        except paramiko.PasswordRequiredException:
+            skipped.append(f"{path} (encrypted: load it with ssh-add)")
+            continue
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            skipped.append(f"{path} (unreadable: {exc.__class__.__name__})")
+            continue
+        if attempt(key, str(path)):
+            return str(path)
+    interactive_ok = not batch_mode and sys.stdin.isatty()
+    if interactive_ok and (not remaining or "keyboard-interactive" in remaining):
+        tried.append("keyboard-interactive")
+        with contextlib.suppress(paramiko.AuthenticationException, paramiko.SSHException):
+            t.auth_interactive(endpoint.user, _interactive_handler)
+            if t.is_authenticated():
+                return "keyboard-interactive"
+    what = ", ".join(tried) if tried else "no keys (no ssh-agent keys, no readable key files)"
+    extra = f"; skipped: {', '.join(skipped)}" if skipped else ""
+    hint = (
+        "Load your key into ssh-agent (ssh-add), set IdentityFile in ~/.ssh/config or ssh_key_env in "
+        "remotes.yaml, and check the public key is in ~/.ssh/authorized_keys on the remote."
+    )
+    if batch_mode:
+        hint += " If the host needs a password or 2FA, set batch_mode: false and run from a terminal."
+    raise RemoteUnavailableError(
+        f"SSH authentication failed for {endpoint.target} (tried: {what}{extra}).", hint=hint
+    )
+
+
+def start_transport(
+    sock, endpoint: SshEndpoint, timeout: float, *, window_size: int = WINDOW_SIZE
+) -> tuple[paramiko.Transport, HostKeyCheck]:
+    """SSH handshake on `sock`, preferring host key types known_hosts holds for this host.
+    The server key is NOT verified yet: call `HostKeyCheck.verify` next."""
+    hostkeys = HostKeyCheck(endpoint.known_hosts_files)
+    t = paramiko.Transport(sock, default_window_size=window_size, default_max_packet_size=MAX_PACKET)
+    try:
+        known = hostkeys.preferred_types(endpoint)
+        if known:
+            opts = t.get_security_options()
+            first = [k for k in known if k in opts.key_types]
+            if "ssh-rsa" in known:
+                first = [k for k in ("rsa-sha2-512", "rsa-sha2-256") if k in opts.key_types] + first
+            opts.key_types = first + [k for k in opts.key_types if k not in first]
+        t.banner_timeout = timeout
+        t.auth_timeout = timeout
+        try:
+            t.start_client(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectFailed(
+                f"SSH handshake with {endpoint.hostname}:{endpoint.port} failed: {exc or exc.__class__.__name__}.",
+                hint="Is an SSH server listening on that port?",
+            ) from exc
+        return t, hostkeys
+    except BaseException:
+        t.close()
+        raise
+
+
+def _handshake(
+    sock, endpoint: SshEndpoint, timeout: float, *, batch_mode: bool = True, window_size: int = WINDOW_SIZE
+) -> paramiko.Transport:
+    t, hostkeys = start_transport(sock, endpoint, timeout, window_size=window_size)
+    try:
+        hostkeys.verify(endpoint, t.get_remote_server_key())
+        t.usrbatch_auth_method = authenticate(t, endpoint, batch_mode)  # type: ignore[attr-defined]
+        t.set_keepalive(KEEPALIVE_S)
+        return t
+    except BaseException:
+        t.close()
+        raise
+
+
+def open_connection(
+    endpoint: SshEndpoint,
+    *,
+    connect_timeout: float = 10.0,
+    batch_mode: bool = True,
+    window_size: int = WINDOW_SIZE,
+) -> Connection:
+    """One authenticated connection (through ProxyJump hops when configured)."""
+    timeout = endpoint.connect_timeout or connect_timeout
+    jumps: list[paramiko.Transport] = []
+    try:
+        sock = _open_socket(endpoint, timeout, jumps, batch_mode=batch_mode, window_size=window_size)
+        t = _handshake(sock, endpoint, timeout, batch_mode=batch_mode, window_size=window_size)
+    except BaseException:
+        for j in jumps:
+            with contextlib.suppress(Exception):
+                j.close()
+        raise
+    return Connection(
+        transport=t, endpoint=endpoint, jumps=jumps, auth_method=getattr(t, "usrbatch_auth_method", "")
+    )
+
+
+def key_files_summary(endpoint: SshEndpoint) -> list[Path]:
+    """Key files that exist for this endpoint (for doctor messages; never their content)."""
+    return [p for p in endpoint.identity_files if p.is_file()]

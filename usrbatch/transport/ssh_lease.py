@@ -1,0 +1,174 @@
+"""The remote dataset lease over SSH: the agent's `lease` op on its own exec channel.
+
+Handshake (contract §8.5): read stdout lines until the exact `USR_REMOTE_LOCK_ACQUIRED:<token>`
+or `..._TIMEOUT:<token>` marker, EOF, or a local deadline of timeout + 15 s. Other lines are
+noise: counted, never shown; remote stderr is never read into a message. On failure the channel
+is closed first. Release: `release\\n`, close stdin, wait up to 5 s for the exit status. When the
+SSH connection dies the agent sees EOF on stdin and releases: the lock dies with the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import paramiko
+
+from usrbatch.errors import TransferError
+from usrbatch.transport.ssh_shell import NO_PYTHON_MARK
+
+HANDSHAKE_SLACK_S = 15.0
+RELEASE_WAIT_S = 5.0
+
+
+@dataclass
+class SshLease:
+    """A held remote dataset lock; alive while its exec channel and connection are."""
+
+    token: str
+    channel: paramiko.Channel
+
+    def alive(self) -> bool:
+        transport = self.channel.get_transport()
+        return (
+            not self.channel.closed
+            and not self.channel.exit_status_ready()
+            and not self.channel.eof_received
+            and transport is not None
+            and transport.is_active()
+        )
+
+
+@dataclass(frozen=True)
+class Handshake:
+    outcome: str  # acquired | timeout | event-timeout | eof | deadline | agent-error | no-python
+    noise: int
+    detail: str | None = None
+
+
+def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Handshake:
+    """Consume stdout lines until a marker bearing `token`, EOF or the deadline."""
+    wanted = {
+        f"USR_REMOTE_LOCK_ACQUIRED:{token}": "acquired",
+        f"USR_REMOTE_LOCK_TIMEOUT:{token}": "timeout",
+        f"USR_REMOTE_EVENT_LOCK_TIMEOUT:{token}": "event-timeout",
+    }
+    buf = b""
+    noise = 0
+    while True:
+        while b"\n" in buf:
+            raw, buf = buf.split(b"\n", 1)
+            line = raw.decode("utf-8", "replace").strip()
+            if line in wanted:
+                return Handshake(wanted[line], noise)
+            if line == NO_PYTHON_MARK:
+                return Handshake("no-python", noise)
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    data = json.loads(line)
+                    if isinstance(data, dict) and data.get("ok") is False:
+                        return Handshake("agent-error", noise, str(data.get("error"))[:300])
+            noise += 1
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Handshake("deadline", noise)
+        chan.settimeout(min(remaining, 1.0))
+        try:
+            chunk = chan.recv(4096)
+        except TimeoutError:
+            continue
+        except (OSError, EOFError, paramiko.SSHException):
+            return Handshake("eof", noise)
+        if not chunk:
+            return Handshake("eof", noise)
+        buf += chunk
+        if len(buf) > 1 << 20:  # a noisy login shell must not grow memory without bound
+            buf = buf[-4096:]
+
+
+@contextlib.contextmanager
+def hold_lease(
+    chan: paramiko.Channel,
+    *,
+    token: str,
+    dataset: str,
+    target: str,
+    timeout: float,
+    events: str,
+    slack: float = HANDSHAKE_SLACK_S,
+) -> Iterator[SshLease]:
+    """Run the handshake on an exec channel already running the agent's `lease` op."""
+    label = "dataset lock" if events == "none" else "dataset lock (with event-log lock)"
+    deadline = time.monotonic() + timeout + slack
+    try:
+        hs = read_handshake(chan, token, deadline)
+    except BaseException:
+        chan.close()
+        raise
+    if hs.outcome != "acquired":
+        chan.close()
+        if hs.outcome == "timeout":
+            raise TransferError(
+                f"Remote dataset lock for '{dataset}' timeout on {target} after {timeout:g} seconds"
+            )
+        if hs.outcome == "event-timeout":
+            raise TransferError(
+                f"Remote event-log lock for '{dataset}' timeout on {target} after {timeout:g} seconds"
+            )
+        if hs.outcome == "deadline":
+            raise TransferError(
+                f"Failed to acquire remote {label} for '{dataset}' on {target}: "
+                f"Remote lock handshake exceeded {timeout + slack:g} seconds"
+            )
+        if hs.outcome == "no-python":
+            raise TransferError(
+                f"Failed to acquire remote {label} for '{dataset}' on {target}: python3 is not on the remote PATH "
+                "(the lease runs the usrbatch agent); see `usr remotes doctor`."
+            )
+        if hs.outcome == "agent-error":
+            raise TransferError(f"Failed to acquire remote {label} for '{dataset}' on {target}: {hs.detail}")
+        noise = f"; stdout_noise_lines={hs.noise}" if hs.noise else ""
+        raise TransferError(
+            f"Failed to acquire remote {label} for '{dataset}' on {target}: "
+            f"missing lock handshake marker; remote stderr suppressed{noise}"
+        )
+    lease = SshLease(token=token, channel=chan)
+    body_failed = False
+    try:
+        yield lease
+    except BaseException:
+        body_failed = True
+        raise
+    finally:
+        code = _release(chan)
+        if code != 0 and not body_failed:
+            raise TransferError(
+                f"Remote {label} release failed on {target}: remote lock session exited with code {code}; "
+                "remote stderr suppressed"
+                if code is not None
+                else f"Remote {label} for '{dataset}' was lost on {target} before release"
+            )
+
+
+def _release(chan: paramiko.Channel) -> int | None:
+    """Ask the holder to release; the exit code, or None when the channel was already gone."""
+    transport = chan.get_transport()
+    if chan.closed or transport is None or not transport.is_active():
+        chan.close()
+        return None  # the connection died: the remote holder saw EOF and released
+    try:
+        if not chan.exit_status_ready():
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                chan.sendall(b"release\n")
+                chan.shutdown_write()
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while not chan.exit_status_ready():
+            if time.monotonic() >= deadline or not transport.is_active():
+                return None
+            time.sleep(0.02)
+        return chan.recv_exit_status()
+    finally:
+        chan.close()
