@@ -139,3 +139,16 @@ def test_user_template_dir_overrides_one_file(write_spec, tmp_path: Path) -> Non
 def test_builtin_templates_dir_resolves_in_a_checkout() -> None:
     found = templates.builtin_templates_dir()
     assert (found / "qsub" / "densegen.j2").is_file() and (found / "slurm" / "sync.j2").is_file()
+
+
+def test_cli_templates_dir_option(write_spec, tmp_path: Path, capsys) -> None:
+    from usrbatch.cli.usrbatch_main import main
+
+    user = tmp_path / "tpl" / "slurm"
+    user.mkdir(parents=True)
+    (user / "shell.j2").write_text("#!/bin/bash\necho mine {{ job.name | shquote }}\n")
+    path = write_spec(scheduler="slurm", steps=[ALL_STEPS[3]])
+    with pytest.raises(SystemExit) as info:
+        main(["render", "shell", "--config", str(path), "--templates-dir", str(tmp_path / "tpl")])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == "#!/bin/bash\necho mine ub.loop.i001-01-shell\n"

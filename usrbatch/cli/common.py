@@ -35,8 +35,9 @@ pass_usr = click.make_pass_decorator(UsrContext)
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     """Run a click group; map UsrError to `ERROR: ...` + exit 2, never a traceback for a user mistake."""
     try:
-        group.main(args=argv, prog_name=group.name, standalone_mode=False)
-        return 0
+        # standalone_mode=False: click hands a command's exit code back instead of exiting
+        rv = group.main(args=argv, prog_name=group.name, standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except UsrError as exc:
         click.echo(f"ERROR: {exc.message}")
         if exc.hint:

@@ -18,6 +18,12 @@ ROOT_OPT = click.option(
     default=None,
     help="Datasets root whose .usrbatch/loops holds LOOP (default: $USR_ROOT, else the current dir).",
 )
+TEMPLATES_OPT = click.option(
+    "--templates-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Your own templates (searched before the shipped ones; overrides templates_dir: in the spec).",
+)
 LOOPS_DIR_OPT = click.option(
     "--loops-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -39,12 +45,13 @@ def usrbatch() -> None:
 @click.option(
     "--scheduler", type=click.Choice(["local", "sge", "slurm"]), default=None, help="Override the spec."
 )
-def render(step: str, config: str, iteration: int, scheduler: str | None) -> None:
+@TEMPLATES_OPT
+def render(step: str, config: str, iteration: int, scheduler: str | None, templates_dir: Path | None) -> None:
     """Print the job script of STEP (a step name in the spec) for one iteration."""
     from usrbatch.jobs.loop import load_spec, plan_jobs
     from usrbatch.jobs.submit import render_job
 
-    spec = load_spec(config, scheduler=scheduler)
+    spec = load_spec(config, scheduler=scheduler, templates_dir=templates_dir)
     jobs = [j for j in plan_jobs(spec, iteration) if j.iteration == iteration and step in (j.step, j.key)]
     if not jobs:
         raise JobError(
@@ -66,6 +73,7 @@ def render(step: str, config: str, iteration: int, scheduler: str | None) -> Non
     "--scheduler", type=click.Choice(["local", "sge", "slurm"]), default=None, help="Override the spec."
 )
 @LOOPS_DIR_OPT
+@TEMPLATES_OPT
 @click.option(
     "--wait", "wait_s", type=float, default=None, help="Then wait up to this many seconds and print status."
 )
@@ -76,6 +84,7 @@ def submit_loop_cmd(
     resume: bool,
     scheduler: str | None,
     loops_dir: Path | None,
+    templates_dir: Path | None,
     wait_s: float | None,
 ) -> None:
     """Render and submit every job of the loop in CONFIG, each after its predecessor.
@@ -85,7 +94,7 @@ def submit_loop_cmd(
     from usrbatch.jobs.loop import load_spec
     from usrbatch.jobs.submit import submit_loop
 
-    spec = load_spec(config, scheduler=scheduler, loops_dir=loops_dir)
+    spec = load_spec(config, scheduler=scheduler, loops_dir=loops_dir, templates_dir=templates_dir)
     result = submit_loop(spec, iterations=iterations, dry_run=dry_run, resume=resume, emit=click.echo)
     if dry_run:
         click.echo(

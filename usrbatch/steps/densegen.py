@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import sys
 import time
@@ -85,7 +86,11 @@ def build_arrays(library: list[Motif], *, count: int, length: int, time_limit: f
     optimizer = dense_arrays.Optimizer(library=sites, sequence_length=length, strands="double")
     rows: list[DenseArrayRow] = []
     seen: set[str] = set()
-    solutions = optimizer.solutions(solver="CBC", controls=SolverControls(time_limit_seconds=time_limit))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    controls = SolverControls(
+        time_limit_seconds=time_limit, threads=int(threads) if threads.isdigit() else None
+    )
+    solutions = optimizer.solutions(solver="CBC", controls=controls)
     while len(rows) < count:
         try:
             solution = next(solutions)
