@@ -59,3 +59,11 @@ def test_bad_motif_table_names_file_and_line(tmp_path: Path) -> None:
     bad.write_text("tf,tfbs\nA,ACGT\nB,ACGN\n")
     with pytest.raises(SchemaError, match=r"tfbs.csv:3: tfbs 'ACGN'"):
         densegen.read_tfbs(bad)
+
+
+def test_runs_inside_a_job_that_exports_omp_num_threads(tmp_path: Path, monkeypatch) -> None:
+    """Job templates export OMP_NUM_THREADS; CBC must still solve (dense-arrays refuses threads for CBC)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    root = tmp_path / "root"
+    init_dataset(root, "ns/demo")
+    assert _run(root)["rows_written"] >= 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
 import sys
 import time
@@ -86,10 +85,9 @@ def build_arrays(library: list[Motif], *, count: int, length: int, time_limit: f
     optimizer = dense_arrays.Optimizer(library=sites, sequence_length=length, strands="double")
     rows: list[DenseArrayRow] = []
     seen: set[str] = set()
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    controls = SolverControls(
-        time_limit_seconds=time_limit, threads=int(threads) if threads.isdigit() else None
-    )
+    # No explicit thread count: dense-arrays 0.3 refuses one for CBC (SCIP-only control), even
+    # when a job exports OMP_NUM_THREADS.
+    controls = SolverControls(time_limit_seconds=time_limit)
     solutions = optimizer.solutions(solver="CBC", controls=controls)
     while len(rows) < count:
         try:
