@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from usrbatch.cli.usrbatch_main import main
@@ -131,6 +132,11 @@ def test_cancel_loop_stops_running_and_waiting_jobs(write_spec) -> None:
         wait_loop(spec.loop_dir, timeout=0.1, poll=0.1)
     assert sorted(cancel_loop(spec.loop_dir)) == ["1", "2"]
     status = wait_loop(spec.loop_dir, timeout=30, poll=0.2)
+    for _ in range(100):  # the killed job's EXIT trap records job.finished a moment after the kill
+        if status.jobs[0].exit_code is not None:
+            break
+        time.sleep(0.1)
+        status = loop_status(spec.loop_dir)
     assert status.state == "cancelled"
     assert [v.state for v in status.jobs] == ["cancelled", "cancelled"]
     assert status.jobs[0].exit_code == 143  # the TERM trap turns the kill into a recorded failure
