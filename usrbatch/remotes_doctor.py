@@ -192,7 +192,9 @@ def _doctor_ssh(
     if pyarrow == "no":
         ok(
             DoctorCheck(
-                "pyarrow", "not installed on the remote; only --verify parquet needs it", warning=True
+                "pyarrow",
+                "not installed on the remote (optional: --verify parquet reads the footer without it)",
+                warning=True,
             )
         )
     else:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from usrbatch.errors import RemoteUnavailableError, TransferError
+from usrbatch.errors import RemoteUnavailableError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.transport import agent
 from usrbatch.transport.base import Inventory, Transfer, Transport
@@ -190,6 +190,49 @@ def test_upload_with_wrong_expected_sha_raises(transport: SshTransport, tmp_path
 
     with pytest.raises(VerificationError, match="changed"):
         transport.upload([Transfer("ds/a", src, 3, "0" * 64)])
+
+
+def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
+    sshd_server: SshdServer, tmp_path: Path
+) -> None:
+    base = tmp_path / "not yet" / "base"  # base_dir itself does not exist yet: created too
+    base.parent.mkdir()
+    src = tmp_path / "p.bin"
+    src.write_bytes(b"payload")
+    with SshTransport(_remote(sshd_server, base), ssh_config_path=sshd_server.ssh_config) as t:
+        items = [
+            Transfer("ns/ds/_derived/a/b/.usrbatch-tmp-1", src, 7, _sha(src)),
+            Transfer("ns/ds/.usrbatch-tmp-2", src, 7, _sha(src)),
+        ]
+        t.upload(items)
+        assert t.stats.execs == 0  # parents by SFTP, remote hash deferred to apply
+        (base / "ns/ds/.usrbatch-tmp-2").write_bytes(b"tampered")
+        with pytest.raises(VerificationError, match=r"uploaded ns/ds/\.usrbatch-tmp-2 does not match"):
+            t.apply(
+                [(i.remote, i.remote.replace(".usrbatch-tmp-", "f")) for i in items],
+                [],
+                verify={i.remote: i.sha256 for i in items},
+                inventory="ns/ds",
+            )
+        assert t.stats.execs == 1
+        assert not any(
+            ".usrbatch-tmp-" in p.name or p.name.startswith("f") for p in base.rglob("*") if p.is_file()
+        )
+        t.upload(items)
+        after = t.apply(
+            [(i.remote, i.remote.replace(".usrbatch-tmp-", "f")) for i in items],
+            [],
+            verify={i.remote: i.sha256 for i in items},
+            inventory="ns/ds",
+            parquet_stats=True,
+        )
+        assert t.stats.execs == 2
+        assert after is not None and sorted(after.files) == ["_derived/a/b/f1", "f2"]
+        assert after.files["f2"].sha256 == _sha(src)
+        (base / "ns" / "link").symlink_to(tmp_path)
+        with pytest.raises(TransferError, match="not a directory"):
+            t.upload([Transfer("ns/link/x/.usrbatch-tmp-3", src, 7, _sha(src))])
+        assert not (tmp_path / "x").exists()
 
 
 def test_apply_renames_removes_and_refuses_escapes(transport: SshTransport, base: Path, pwned: Path) -> None:

@@ -6,7 +6,9 @@ to a base_dir on this machine; the engine code path is identical, which is the p
 
 from __future__ import annotations
 
+import shlex
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-from builders import make_dataset, tree  # noqa: E402
+import paramiko  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from builders import make_dataset, tree, write_part, write_records  # noqa: E402
 from test_engine import *  # noqa: E402,F403
 from test_engine_drills import *  # noqa: E402,F403
 
@@ -30,8 +34,6 @@ try:
 except ImportError:  # pytest "prepend" import mode
     from services import SshdServer  # type: ignore[no-redef]
 
-# Needs pyarrow in the remote python3, which the test host's system python lacks: covered below.
-del test_verify_parquet_mode_reports_shapes  # noqa: F821
 del test_copy_of_tree_helpers_detect_difference  # noqa: F821 - no transport involved
 
 
@@ -71,15 +73,117 @@ def sides(sshd_server: SshdServer, tmp_path: Path) -> Iterator[Sides]:
         transport.close()
 
 
-def test_ssh_parquet_mode_without_remote_pyarrow_is_an_actionable_error(sides):
-    """`--verify parquet` needs row/col stats from the remote; without them the public message."""
-    make_dataset(sides.remote_root, "densegen/demo")
+def test_ssh_parquet_mode_works_without_remote_pyarrow(sides):
+    """The remote agent reads rows/cols from the parquet footer itself (stdlib only), so
+    `--verify parquet` works where the remote python3 has no pyarrow (this sshd's python3)."""
+    probe = sides.transport.probe()
+    print(f"remote python {probe['python']} pyarrow={probe['pyarrow']}")
+    make_dataset(sides.remote_root, "densegen/demo", rows=5)
     inv = sides.transport.inventory("densegen/demo", parquet_stats=True)
-    if inv.primary_shape is not None:
-        res = engine.pull(sides.local_root, "densegen/demo", sides.transport, SyncOptions(verify="parquet"))
-        assert res.summary.primary_remote.rows == 3
-        assert tree(sides.local_root / "densegen/demo") == tree(sides.remote_root / "densegen/demo")
-        return
+    expected = pq.ParquetFile(sides.remote_root / "densegen/demo/records.parquet").metadata
+    assert inv.primary_shape == (expected.num_rows, expected.num_columns) == (5, 3)
+    res = engine.pull(sides.local_root, "densegen/demo", sides.transport, SyncOptions(verify="parquet"))
+    assert (res.summary.verify_mode, res.summary.primary_remote.rows, res.summary.primary_remote.cols) == (
+        "parquet",
+        5,
+        3,
+    )
+    assert tree(sides.local_root / "densegen/demo") == tree(sides.remote_root / "densegen/demo")
+    write_records(sides.local_root / "densegen/demo/records.parquet", 9, tag="p")
+    res = engine.push(sides.local_root, "densegen/demo", sides.transport, SyncOptions(verify="parquet"))
+    assert res.files_sent == 1 and res.summary.primary_local.rows == 9
+    assert tree(sides.local_root / "densegen/demo") == tree(sides.remote_root / "densegen/demo")
+
+
+def test_ssh_parquet_mode_with_unreadable_remote_primary_is_the_public_error(sides):
+    """A remote records.parquet whose footer cannot be read: the §3.1 message, nothing written."""
+    remote = make_dataset(sides.remote_root, "densegen/demo")
+    data = (remote / "records.parquet").read_bytes()
+    (remote / "records.parquet").write_bytes(data[:-20] + b"\xff" * 12 + data[-8:])  # footer damaged
     with pytest.raises(VerificationError, match=r"^verify=parquet requires remote parquet row/col stats\.$"):
         engine.pull(sides.local_root, "densegen/demo", sides.transport, SyncOptions(verify="parquet"))
     assert not (sides.local_root / "densegen/demo").exists()
+
+
+def _record_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every remote command line this process sends (exec channels, leases included)."""
+    sent: list[str] = []
+    real = paramiko.Channel.exec_command
+
+    def exec_command(self, command):
+        sent.append(command if isinstance(command, str) else command.decode())
+        return real(self, command)
+
+    monkeypatch.setattr(paramiko.Channel, "exec_command", exec_command)
+    return sent
+
+
+def _changed_two_files(sides) -> None:
+    make_dataset(sides.remote_root, "densegen/demo")
+    engine.pull(sides.local_root, "densegen/demo", sides.transport)
+    local = sides.local_root / "densegen/demo"
+    write_part(local, "infer")
+    (local / "_artifacts" / "batch" / "checkpoint.json").write_text('{"step": 2}\n')
+
+
+def test_push_round_trips_noop_is_one_and_two_changed_files_are_at_most_four(sides, sshd_server, monkeypatch):
+    _changed_two_files(sides)
+    sent = _record_commands(monkeypatch)
+    fresh = open_transport(sides.transport.remote, ssh_config_path=sshd_server.ssh_config)
+    try:
+        start = time.monotonic()
+        res = engine.push(sides.local_root, "densegen/demo", fresh)
+        push_s = time.monotonic() - start
+        assert res.files_sent == 2
+        assert fresh.stats.execs <= 4, sent  # inventory, lease, inventory, apply(+verify+inventory)
+        assert fresh.stats.connects == 1
+        assert tree(sides.local_root / "densegen/demo") == tree(sides.remote_root / "densegen/demo")
+        python = fresh._python
+        assert python.startswith("/")
+        # every exec after the first runs the interpreter the first answer reported (no shim)
+        assert all(shlex.quote(python) in cmd or f" {python} " in cmd for cmd in sent[1:]), sent
+        execs = fresh.stats.execs
+        start = time.monotonic()
+        res = engine.push(sides.local_root, "densegen/demo", fresh)
+        noop_s = time.monotonic() - start
+        assert res.transfer_state == "NO-OP"
+        assert fresh.stats.execs - execs == 1
+        print(f"push of 2 changed files: {execs} execs {push_s:.2f}s; no-op push: 1 exec {noop_s:.2f}s")
+    finally:
+        fresh.close()
+
+
+def test_push_verification_failure_inside_apply_leaves_the_remote_unchanged(sides, monkeypatch):
+    """A temp file that differs on the remote after upload: apply refuses, renames nothing."""
+    _changed_two_files(sides)
+    before = tree(sides.remote_root / "densegen/demo")
+    real_upload = sides.transport.upload
+
+    def upload_then_damage(items, *, progress=None):
+        real_upload(items, progress=progress)
+        victim = sides.remote_root / items[-1].remote
+        victim.write_bytes(b"damaged after upload")
+
+    monkeypatch.setattr(sides.transport, "upload", upload_then_damage)
+    with pytest.raises(
+        VerificationError, match=r"^Remote apply on .* refused: uploaded densegen/demo/.*usrbatch-tmp-"
+    ):
+        engine.push(sides.local_root, "densegen/demo", sides.transport)
+    assert tree(sides.remote_root / "densegen/demo") == before
+    leftovers = [p for p in (sides.remote_root / "densegen/demo").rglob("*") if ".usrbatch-tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_diff_with_2000_overlay_parts_is_one_round_trip(sides):
+    remote = make_dataset(sides.remote_root, "densegen/demo")
+    engine.pull(sides.local_root, "densegen/demo", sides.transport)
+    part = next((remote / "_derived" / "densegen").iterdir()).read_bytes()
+    for d in (remote, sides.local_root / "densegen/demo"):
+        for i in range(2000):
+            (d / "_derived" / "infer").mkdir(parents=True, exist_ok=True)
+            (d / "_derived" / "infer" / f"part-{i:05d}.parquet").write_bytes(part + str(i).encode())
+    (remote / "_derived" / "infer" / "part-00007.parquet").write_bytes(b"changed remotely")
+    execs = sides.transport.stats.execs
+    plan = engine.plan_diff(sides.local_root, "densegen/demo", sides.transport, SyncOptions())
+    assert sides.transport.stats.execs - execs == 1
+    assert plan.summary.has_change

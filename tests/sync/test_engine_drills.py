@@ -50,9 +50,9 @@ class DamageDerivedDownload(Faulty):
 class DropOverlayRename(Faulty):
     """`apply` forgets to rename one overlay into place (it stays under its temp name)."""
 
-    def apply(self, renames, removals):
+    def apply(self, renames, removals, **kw):
         dropped = next((r for r in renames if "/_derived/" in r[1]), None)
-        self.inner.apply([r for r in renames if r is not dropped], removals)
+        return self.inner.apply([r for r in renames if r is not dropped], removals, **kw)
 
 
 class FailSecondUpload(Faulty):
@@ -264,11 +264,12 @@ def test_push_holds_the_local_event_lock_through_remote_verification(synced):
     class CheckDuringVerify(Faulty):
         inventories = 0
 
-        def inventory(self, rel_dir, **kw):
-            if threads:  # the post-apply re-inventory: the appender must still be waiting
+        def apply(self, renames, removals, **kw):
+            after = self.inner.apply(renames, removals, **kw)
+            if threads and kw.get("inventory"):  # the post-apply inventory: appender still waiting
                 assert done == []
                 CheckDuringVerify.inventories += 1
-            return self.inner.inventory(rel_dir, **kw)
+            return after
 
     engine.push(synced.local_root, DS, CheckDuringVerify(synced.transport), progress=progress_factory)
     assert CheckDuringVerify.inventories == 1

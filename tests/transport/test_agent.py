@@ -110,6 +110,54 @@ def test_apply_refuses_bad_paths_before_changing_anything(
     assert (ds / "first.tmp").exists() and not (ds / "first.bin").exists()
 
 
+def test_apply_verify_mismatch_renames_nothing_and_removes_the_temp_files(tmp_path: Path) -> None:
+    import hashlib
+
+    ds = _dataset(tmp_path)
+    (ds / ".usrbatch-tmp-a").write_bytes(b"good")
+    (ds / "_derived" / ".usrbatch-tmp-b").write_bytes(b"damaged in transit")
+    verify = {
+        "ns/demo/.usrbatch-tmp-a": hashlib.sha256(b"good").hexdigest(),
+        "ns/demo/_derived/.usrbatch-tmp-b": hashlib.sha256(b"sent").hexdigest(),
+    }
+    renames = [
+        ["ns/demo/.usrbatch-tmp-a", "ns/demo/a.bin"],
+        ["ns/demo/_derived/.usrbatch-tmp-b", "ns/demo/_derived/b.bin"],
+    ]
+    with pytest.raises(
+        agent.VerifyMismatch, match=r"ns/demo/_derived/\.usrbatch-tmp-b does not match"
+    ) as err:
+        agent.apply_changes(str(tmp_path), renames, ["ns/demo/records.parquet"], verify)
+    assert err.value.rel == "ns/demo/_derived/.usrbatch-tmp-b"
+    assert not (ds / "a.bin").exists() and not (ds / "_derived" / "b.bin").exists()
+    assert not (ds / ".usrbatch-tmp-a").exists() and not (ds / "_derived" / ".usrbatch-tmp-b").exists()
+    assert (ds / "records.parquet").exists()  # removals not applied either
+
+
+def test_apply_verifies_then_returns_the_post_apply_inventory(tmp_path: Path) -> None:
+    import hashlib
+
+    ds = _dataset(tmp_path)
+    (ds / ".usrbatch-tmp-a").write_bytes(b"good")
+    out = agent.apply_changes(
+        str(tmp_path),
+        [["ns/demo/.usrbatch-tmp-a", "ns/demo/_derived/new/a.bin"]],
+        ["ns/demo/_derived/infer/part-1.parquet"],
+        {"ns/demo/.usrbatch-tmp-a": hashlib.sha256(b"good").hexdigest()},
+        "ns/demo",
+        True,
+        str(tmp_path / "cache.json"),
+    )
+    inv = out["inventory"]
+    assert (out["renamed"], out["removed"]) == (1, 1)
+    assert inv == agent.inventory(str(ds), True, True, str(tmp_path / "other-cache.json"))
+    assert inv["files"]["_derived/new/a.bin"][2] == hashlib.sha256(b"good").hexdigest()
+    assert "_derived/infer/part-1.parquet" not in inv["files"]
+    assert inv["primary_shape"] is None  # records.parquet here is not a parquet file
+    with pytest.raises(agent.AgentError, match="unsafe relative path"):
+        agent.apply_changes(str(tmp_path), [], [], None, "../x")
+
+
 def test_apply_refuses_symlink_escape(tmp_path: Path) -> None:
     base = tmp_path / "base"
     outside = tmp_path / "outside"

@@ -122,6 +122,24 @@ def test_upload_creates_parents_then_apply_renames_and_removes(base, tmp_path):
         t.apply([("ns/ds/gone", "ns/ds/x")], [])
 
 
+def test_apply_checks_uploaded_hashes_and_returns_inventory_in_one_call(base, tmp_path):
+    t = LocalTransport(base)
+    (base / "ns/ds/.usrbatch-tmp-x").write_bytes(b"X")
+    with pytest.raises(VerificationError, match=r"^Uploaded ns/ds/\.usrbatch-tmp-x does not match"):
+        t.apply([("ns/ds/.usrbatch-tmp-x", "ns/ds/x")], [], verify={"ns/ds/.usrbatch-tmp-x": sha(b"Y")})
+    assert not (base / "ns/ds/x").exists() and not (base / "ns/ds/.usrbatch-tmp-x").exists()
+    (base / "ns/ds/.usrbatch-tmp-x").write_bytes(b"Y")
+    after = t.apply(
+        [("ns/ds/.usrbatch-tmp-x", "ns/ds/x")],
+        [],
+        verify={"ns/ds/.usrbatch-tmp-x": sha(b"Y")},
+        inventory="ns/ds",
+    )
+    assert after is not None and after.files == t.inventory("ns/ds").files
+    assert after.files["x"].sha256 == sha(b"Y")
+    assert t.apply([], ["ns/ds/not-there"]) is None
+
+
 def test_lease_excludes_other_holders_and_times_out(base):
     t = LocalTransport(base)
     with t.lease("ns/ds", timeout=1, events="shared") as lease:

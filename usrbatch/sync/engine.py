@@ -6,8 +6,9 @@ The engine talks to a `Transport` and never knows which one. Invariants:
 * sync never appends to `.events.log`; event histories are only proven (prefix / extends);
 * a pull stages only changed files, verifies the staged view against the remote inventory,
   then promotes by rename under the local event lock, guided by a journal (roll-forward);
-* a push uploads to temporary names beside their targets, renames them into place in one
-  `apply`, then re-inventories the remote and verifies primary, event log and sidecars;
+* a push uploads to temporary names beside their targets, then ONE `apply` checks the temp
+  files' remote sha256, renames them into place and returns the post-apply inventory, against
+  which primary, event log and sidecars are verified;
   a failed upload leaves both sides as they were.
 """
 
@@ -526,8 +527,16 @@ def push(
             raise
         renames = [(f"{ds}/{temps[e.path]}", f"{ds}/{e.path}") for e in plan.send]
         try:
-            transport.apply(renames, [f"{ds}/{rel}" for rel in plan.delete])
-            after = remote_inventory(transport, ds, parquet_stats=opts.verify == "parquet")
+            # ONE round trip: remote sha256 of every temp file, renames, removals, re-inventory.
+            after = transport.apply(
+                renames,
+                [f"{ds}/{rel}" for rel in plan.delete],
+                verify={i.remote: i.sha256 for i in items},
+                inventory=ds,
+                parquet_stats=opts.verify == "parquet",
+            )
+            if after is None:
+                after = remote_inventory(transport, ds, parquet_stats=opts.verify == "parquet")
             _verify_pushed(ds, obs, after, local_rev, local_state, opts)
         except BaseException:
             _cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])

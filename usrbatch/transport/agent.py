@@ -8,10 +8,14 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
 `{"ok": bool, "agent_version": N, "result"|"error": ...}` on stdout):
   inventory: every regular file under a dataset dir with size, mtime_ns and sha256 (streamed,
              with a hash cache keyed by path/size/mtime_ns/ctime_ns/inode that lives OUTSIDE the
-             dataset), line count of .events.log, optional parquet footer rows/cols; symlinks and
+             dataset), line count of .events.log, optional parquet rows/cols read from the footer
+             by a stdlib Thrift Compact parser (no pyarrow needed); symlinks and
              special files are reported as rejected, never followed.
   apply:     renames (src, dst) then removals, all relative to `base`; every path is validated
-             before anything is changed; empty parent dirs of removed files are pruned.
+             before anything is changed; empty parent dirs of removed files are pruned. Optional
+             `verify` {rel: sha256}: hash those (uploaded temp) files first and refuse to change
+             anything on a mismatch (the listed files are removed; error kind "verification").
+             Optional `inventory` rel dir (+ `parquet_stats`): the post-apply inventory, same exec.
   hash:      size, mtime_ns and sha256 of the given relative paths (regular files only).
   mkdir:     create the given relative dirs (and parents).
   probe:     python/pyarrow versions and the tools doctor checks; base_dir existence/writability.
@@ -104,18 +108,6 @@ def save_cache(path, files):
         pass  # a cache that cannot be written only costs time
 
 
-def parquet_shape(path):
-    try:
-        import pyarrow.parquet as pq  # optional on the remote
-    except Exception:
-        return None
-    try:
-        md = pq.ParquetFile(path).metadata
-        return [md.num_rows, md.num_columns]
-    except Exception:
-        return None
-
-
 def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
     """Walk dataset_dir without following links. Returns a JSON-able dict.
 
@@ -181,6 +173,193 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
     if hashes and new_cache != cache:
         save_cache(cache_path, new_cache)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet footer (stdlib only): rows and leaf-column count from the Thrift Compact FileMetaData.
+
+PARQUET_MAGIC = b"PAR1"
+MAX_FOOTER = 64 * 1024 * 1024  # a larger footer is treated as unreadable
+MAX_DEPTH = 64  # nesting limit while skipping unknown structs/containers
+(CT_STOP, CT_TRUE, CT_FALSE, CT_BYTE, CT_I16, CT_I32, CT_I64, CT_DOUBLE) = range(8)
+(CT_BINARY, CT_LIST, CT_SET, CT_MAP, CT_STRUCT) = range(8, 13)
+
+
+class ParquetFooterError(Exception):
+    """The footer is missing, truncated or not valid Thrift Compact FileMetaData."""
+
+
+class _CompactReader(object):
+    """Reads Thrift Compact values from the footer bytes; never past their end."""
+
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def read(self, n):
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise ParquetFooterError("footer truncated")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def byte(self):
+        if self.pos >= len(self.data):
+            raise ParquetFooterError("footer truncated")
+        b = self.data[self.pos]
+        self.pos += 1
+        return b
+
+    def varint(self):
+        shift = 0
+        value = 0
+        while True:
+            b = self.byte()
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+            if shift > 70:
+                raise ParquetFooterError("varint too long")
+
+    def zigzag(self):
+        n = self.varint()
+        return (n >> 1) ^ -(n & 1)
+
+    def field_header(self, last_id):
+        """(field_id, type) or (None, CT_STOP) at the end of a struct."""
+        b = self.byte()
+        ftype = b & 0x0F
+        if ftype == CT_STOP:
+            return None, CT_STOP
+        delta = b >> 4
+        fid = last_id + delta if delta else self.zigzag()
+        return fid, ftype
+
+    def list_header(self):
+        b = self.byte()
+        size = b >> 4
+        if size == 15:
+            size = self.varint()
+        return size, b & 0x0F
+
+    def skip(self, ftype, depth=0, in_container=False):
+        """Skip one value of compact type `ftype` (bools inside containers take one byte)."""
+        if depth > MAX_DEPTH:
+            raise ParquetFooterError("footer nested too deeply")
+        if ftype in (CT_TRUE, CT_FALSE):
+            if in_container:
+                self.read(1)
+        elif ftype == CT_BYTE:
+            self.read(1)
+        elif ftype in (CT_I16, CT_I32, CT_I64):
+            self.varint()
+        elif ftype == CT_DOUBLE:
+            self.read(8)
+        elif ftype == CT_BINARY:
+            self.read(self.varint())
+        elif ftype in (CT_LIST, CT_SET):
+            size, etype = self.list_header()
+            for _ in range(size):
+                self.skip(etype, depth + 1, True)
+        elif ftype == CT_MAP:
+            size = self.varint()
+            if size:
+                kv = self.byte()
+                for _ in range(size):
+                    self.skip(kv >> 4, depth + 1, True)
+                    self.skip(kv & 0x0F, depth + 1, True)
+        elif ftype == CT_STRUCT:
+            last = 0
+            while True:
+                fid, t = self.field_header(last)
+                if t == CT_STOP:
+                    return
+                self.skip(t, depth + 1)
+                last = fid
+        else:
+            raise ParquetFooterError("unknown compact type %d" % ftype)
+
+
+def _schema_element_is_leaf(r):
+    """Read one SchemaElement struct; True when it has no num_children (field 5)."""
+    leaf = True
+    last = 0
+    while True:
+        fid, t = r.field_header(last)
+        if t == CT_STOP:
+            return leaf
+        if fid == 5 and t == CT_I32:
+            r.zigzag()
+            leaf = False
+        else:
+            r.skip(t, 1)
+        last = fid
+
+
+def read_parquet_footer_shape(fh, size):
+    """(rows, leaf columns) from an open binary parquet file of `size` bytes.
+
+    Reads the 4-byte head magic, the 8-byte tail and then only the footer (at most MAX_FOOTER
+    bytes in memory), which must be exactly one well-formed FileMetaData struct: a damaged footer
+    is refused even where fields 2 (schema) and 3 (num_rows) survived. Raises ParquetFooterError.
+    """
+    if size < 12:
+        raise ParquetFooterError("file too small for parquet")
+    fh.seek(0)
+    if fh.read(4) != PARQUET_MAGIC:
+        raise ParquetFooterError("missing head magic")
+    fh.seek(size - 8)
+    tail = fh.read(8)
+    if len(tail) != 8 or tail[4:] != PARQUET_MAGIC:
+        raise ParquetFooterError("missing tail magic (truncated or encrypted footer)")
+    length = int.from_bytes(tail[:4], "little")
+    if length <= 0 or length > size - 12 or length > MAX_FOOTER:
+        raise ParquetFooterError("footer length %d out of range" % length)
+    fh.seek(size - 8 - length)
+    footer = fh.read(length)
+    if len(footer) != length:
+        raise ParquetFooterError("footer truncated")
+    r = _CompactReader(footer)
+    rows = None
+    cols = None
+    last = 0
+    while True:
+        fid, t = r.field_header(last)
+        if t == CT_STOP:
+            break
+        if fid == 2 and t == CT_LIST and cols is None:
+            n, etype = r.list_header()
+            if etype != CT_STRUCT:
+                raise ParquetFooterError("schema is not a list of structs")
+            leaves = 0
+            for i in range(n):
+                if _schema_element_is_leaf(r) and i > 0:
+                    leaves += 1
+            cols = leaves
+        elif fid == 3 and t == CT_I64 and rows is None:
+            rows = r.zigzag()
+        else:
+            r.skip(t)
+        last = fid
+    if r.pos != length:
+        raise ParquetFooterError("footer length does not match FileMetaData")
+    if rows is None or cols is None or rows < 0:
+        raise ParquetFooterError("FileMetaData lacks num_rows or schema")
+    return rows, cols
+
+
+def parquet_shape(path):
+    """[rows, leaf columns] from the parquet footer (stdlib only), or None when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            rows, cols = read_parquet_footer_shape(fh, size)
+        return [rows, cols]
+    except (OSError, ParquetFooterError, ValueError, IndexError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,16 +429,59 @@ def _makedirs_inside(base, directory):
 # apply / hash / mkdir / probe
 
 
-def apply_changes(base, renames, removals):
+class VerifyMismatch(AgentError):
+    """An uploaded temp file's sha256 differs from the expected one (nothing was renamed)."""
+
+    def __init__(self, rel, got, expected, bad):
+        AgentError.__init__(
+            self,
+            "uploaded %s does not match: remote sha256 %s != expected %s (%d file(s) failed verification)"
+            % (rel, got, expected, bad),
+        )
+        self.rel = rel
+
+
+def _check_uploads(base, verify):
+    """sha256 of every path in `verify` ({rel: expected}); on any mismatch remove them all and
+    raise VerifyMismatch naming the first (sorted) bad file. Nothing else is touched."""
+    if not isinstance(verify, dict):
+        raise AgentError("verify must be a {path: sha256} object")
+    paths = [(rel, resolve_under(base, rel, "verify path"), str(sha)) for rel, sha in sorted(verify.items())]
+    bad = []
+    for rel, path, expected in paths:
+        try:
+            st = os.lstat(path)
+            got = sha256_file(path) if stat.S_ISREG(st.st_mode) else None
+        except OSError:
+            got = None
+        if got != expected:
+            bad.append((rel, got, expected))
+    if bad:
+        for _rel, path, _sha in paths:
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+        raise VerifyMismatch(bad[0][0], bad[0][1], bad[0][2], len(bad))
+
+
+def apply_changes(
+    base, renames, removals, verify=None, inventory_rel=None, parquet_stats=False, cache_path=None
+):
     """Rename each (src, dst) into place (parents created, dst replaced atomically), then remove
     each file in `removals` (missing ones are skipped) and prune directories left empty.
 
-    Every path is validated and every source checked BEFORE anything changes. Directories are
-    never removed except empty ones during pruning; base itself is never removed.
+    Every path is validated and every source checked BEFORE anything changes. With `verify`
+    ({rel: sha256}, normally the uploaded temp files) every listed file is hashed first: one
+    mismatch removes them all and raises VerifyMismatch, renaming nothing. With `inventory_rel`,
+    the result carries the post-apply inventory of that dir under "inventory" (same exec).
+    Directories are never removed except empty ones during pruning; base itself is never removed.
     """
     base = expand_base(base)
     if not os.path.isdir(base):
         raise AgentError("base_dir does not exist: %s" % base)
+    inv_path = resolve_under(base, inventory_rel, "inventory dir") if inventory_rel is not None else None
     plan_ren = []
     for pair in renames:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
@@ -285,6 +507,8 @@ def apply_changes(base, renames, removals):
         if stat.S_ISDIR(st.st_mode):
             raise AgentError("refusing to remove a directory: %s" % rel)
         plan_rm.append(path)
+    if verify:
+        _check_uploads(base, verify)
     for src, dst in plan_ren:
         _makedirs_inside(base, os.path.dirname(dst))
         os.replace(src, dst)
@@ -307,7 +531,10 @@ def apply_changes(base, renames, removals):
                 break
             pruned += 1
             current = os.path.dirname(current)
-    return {"renamed": len(plan_ren), "removed": removed, "pruned": pruned}
+    out = {"renamed": len(plan_ren), "removed": removed, "pruned": pruned}
+    if inv_path is not None:
+        out["inventory"] = inventory(inv_path, True, parquet_stats, cache_path)
+    return out
 
 
 def hash_paths(base, paths):
@@ -347,7 +574,7 @@ def probe(base=None):
         "base_writable": None,
     }
     try:
-        import pyarrow  # optional on the remote: only --verify parquet needs it
+        import pyarrow  # informational: --verify parquet reads the footer without it
 
         out["pyarrow"] = pyarrow.__version__
     except Exception:
@@ -529,7 +756,15 @@ def _inventory_op(req):
 
 OPS = {
     "inventory": _inventory_op,
-    "apply": lambda req: apply_changes(req["base"], req.get("renames", []), req.get("removals", [])),
+    "apply": lambda req: apply_changes(
+        req["base"],
+        req.get("renames", []),
+        req.get("removals", []),
+        req.get("verify"),
+        req.get("inventory"),
+        req.get("parquet_stats", False),
+        req.get("cache_path"),
+    ),
     "hash": lambda req: hash_paths(req["base"], req.get("paths", [])),
     "mkdir": lambda req: make_dirs(req["base"], req.get("paths", [])),
     "probe": lambda req: probe(req.get("base")),
@@ -558,6 +793,8 @@ def main():
     else:
         try:
             result = {"ok": True, "agent_version": AGENT_VERSION, "python": sys.executable, "result": op(req)}
+        except VerifyMismatch as exc:  # the caller raises a VerificationError
+            result = {"ok": False, "kind": "verification", "path": exc.rel, "error": str(exc)}
         except Exception as exc:  # reported to the caller, which raises a TransferError
             result = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
     _emit(json.dumps(result, separators=(",", ":")))

@@ -8,7 +8,7 @@ no `..`, no empty components) and quote them for any shell they reach.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -102,12 +102,26 @@ class Transport(Protocol):
         ...
 
     def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
-        """Copy local files to remote paths (parents created); resumable; verifies each sha256."""
+        """Copy local files to remote paths (parents created); resumable. No extra round trip:
+        the remote sha256 of an upload is checked by `apply(..., verify=...)` (a transport may
+        check a RESUMED file itself, since it can redo that one from byte 0)."""
         ...
 
-    def apply(self, renames: Sequence[tuple[str, str]], removals: Sequence[str]) -> None:
-        """In one round trip: rename each (src, dst) into place, creating parents and replacing
-        dst atomically; then remove each path in `removals` and prune directories left empty."""
+    def apply(
+        self,
+        renames: Sequence[tuple[str, str]],
+        removals: Sequence[str],
+        *,
+        verify: Mapping[str, str] | None = None,
+        inventory: str | None = None,
+        parquet_stats: bool = False,
+    ) -> Inventory | None:
+        """In one round trip: when `verify` ({path: sha256}) is given, hash those remote files
+        first and, on any mismatch, remove them all, change nothing else and raise
+        VerificationError naming the file; then rename each (src, dst) into place, creating
+        parents and replacing dst atomically; then remove each path in `removals` and prune
+        directories left empty. With `inventory` (a dataset dir) return its post-apply
+        Inventory from the same round trip (`parquet_stats` as for `inventory()`), else None."""
         ...
 
     def lease(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +53,14 @@ class LocalTransport:
     # -- inventory ---------------------------------------------------------------------------
     def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
         target = self._abs(rel_dir)
-        cache_path = None
-        if self._cache_dir is not None:
-            key = hashlib.sha256(str(target).encode("utf-8", "surrogateescape")).hexdigest()[:32]
-            cache_path = str(self._cache_dir / f"{key}.json")
-        data = agent.inventory(str(target), hashes, parquet_stats, cache_path)
+        data = agent.inventory(str(target), hashes, parquet_stats, self._cache_path(target))
         return Inventory.from_agent(data)
+
+    def _cache_path(self, target: Path) -> str | None:
+        if self._cache_dir is None:
+            return None
+        key = hashlib.sha256(str(target).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return str(self._cache_dir / f"{key}.json")
 
     # -- copies ------------------------------------------------------------------------------
     def download(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
@@ -70,12 +72,34 @@ class LocalTransport:
             _copy_verified(Path(item.local), self._abs(item.remote), item, progress, label=item.remote)
 
     # -- apply -------------------------------------------------------------------------------
-    def apply(self, renames: Sequence[tuple[str, str]], removals: Sequence[str]) -> None:
-        """The agent's `apply` op in-process: every path validated before anything changes."""
+    def apply(
+        self,
+        renames: Sequence[tuple[str, str]],
+        removals: Sequence[str],
+        *,
+        verify: Mapping[str, str] | None = None,
+        inventory: str | None = None,
+        parquet_stats: bool = False,
+    ) -> Inventory | None:
+        """The agent's `apply` op in-process: every path validated before anything changes;
+        `verify` hashes the listed files first; `inventory` returns the post-apply inventory."""
+        rels = {validate_relpath(p, what="verify path"): str(sha) for p, sha in (verify or {}).items()}
+        inv_rel = validate_relpath(inventory, what="dataset dir") if inventory is not None else None
         try:
-            agent.apply_changes(str(self.base_dir), [list(p) for p in renames], list(removals))
+            out = agent.apply_changes(
+                str(self.base_dir),
+                [list(p) for p in renames],
+                list(removals),
+                rels,
+                inv_rel,
+                parquet_stats,
+                self._cache_path(self._abs(inv_rel)) if inv_rel is not None else None,
+            )
+        except agent.VerifyMismatch as exc:
+            raise VerificationError(f"{str(exc)[:1].upper()}{str(exc)[1:]} on {self.label}.") from None
         except agent.AgentError as exc:
             raise TransferError(f"apply on {self.label} refused: {exc}") from None
+        return Inventory.from_agent(out["inventory"]) if "inventory" in out else None
 
     # -- lease -------------------------------------------------------------------------------
     @contextmanager

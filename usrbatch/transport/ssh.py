@@ -1,7 +1,10 @@
 """The `ssh` transport: paramiko, one connection per transport object, reused for everything.
 
 - exec channels run the stdlib agent (transport/agent.py) in ONE round trip per inventory,
-  apply, hash batch or mkdir batch; `stats.execs` counts them;
+  apply (with the uploads' remote sha256 check and the post-apply inventory folded in), hash
+  batch or mkdir batch; `stats.execs` counts them; after the first answer every exec runs the
+  interpreter path the agent reported (no PATH/pyenv shim);
+- upload parents are created over SFTP (no exec);
 - SFTP carries file data: pipelined writes, segmented prefetched reads, large windows, and
   several files in flight (a small pool of SFTP sessions on the same connection);
 - downloads/uploads resume a partial destination from its size; the final sha256 decides;
@@ -22,9 +25,10 @@ import posixpath
 import secrets
 import select
 import socket
+import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +311,10 @@ class SshTransport:
                 if isinstance(python, str) and python.startswith("/") and "\n" not in python:
                     self._python = python
                 if not data["ok"]:
+                    if data.get("kind") == "verification":
+                        raise VerificationError(
+                            f"Remote {what} on {self.label} refused: {data.get('error')}."
+                        )
                     raise TransferError(f"Remote {what} on {self.target} refused: {data.get('error')}")
                 return data["result"]
         if ssh_shell.NO_PYTHON_MARK in text:
@@ -399,19 +407,41 @@ class SshTransport:
         request = {"op": "mkdir", "base": self.remote.base_dir, "paths": rels}
         self._retry(lambda: self._agent(request, "mkdir"), what="mkdir", path=f"{len(rels)} dir(s)")
 
-    def apply(self, renames: Sequence[tuple[str, str]], removals: Sequence[str]) -> None:
-        """ONE exec of the agent's `apply` op. Not retried once sent (renames are not idempotent)."""
+    def apply(
+        self,
+        renames: Sequence[tuple[str, str]],
+        removals: Sequence[str],
+        *,
+        verify: Mapping[str, str] | None = None,
+        inventory: str | None = None,
+        parquet_stats: bool = False,
+    ) -> Inventory | None:
+        """ONE exec of the agent's `apply` op: check the `verify` hashes, rename, remove, and
+        (with `inventory`) inventory the dataset afterwards. Not retried once sent (renames are
+        not idempotent)."""
         ren = [
             [validate_relpath(s, what="rename source"), validate_relpath(d, what="rename target")]
             for s, d in renames
         ]
         rem = [validate_relpath(p, what="removal") for p in removals]
-        if not ren and not rem:
-            return
-        request = {"op": "apply", "base": self.remote.base_dir, "renames": ren, "removals": rem}
+        ver = {validate_relpath(p, what="verify path"): str(sha) for p, sha in (verify or {}).items()}
+        inv_rel = validate_relpath(inventory, what="dataset dir") if inventory is not None else None
+        if not ren and not rem and not ver and inv_rel is None:
+            return None
+        request: dict[str, Any] = {
+            "op": "apply",
+            "base": self.remote.base_dir,
+            "renames": ren,
+            "removals": rem,
+        }
+        if ver:
+            request["verify"] = ver
+        if inv_rel is not None:
+            request["inventory"] = inv_rel
+            request["parquet_stats"] = parquet_stats
         self.connect()
         try:
-            self._agent(request, "apply")
+            result = self._agent(request, "apply")
         except UsrError:
             raise
         except Exception as exc:
@@ -419,6 +449,7 @@ class SshTransport:
                 f"Remote apply on {self.target} was interrupted ({exc.__class__.__name__}: {exc}); "
                 "its outcome is unknown: re-run the command to re-inventory and converge."
             ) from exc
+        return Inventory.from_agent(result["inventory"]) if inv_rel is not None else None
 
     def probe(self) -> dict:
         """ONE exec of the agent's `probe` op (versions/tools; base_dir exists and is writable)."""
@@ -567,8 +598,9 @@ class SshTransport:
             )
 
     def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
-        """Local → remote for each item (parents created in ONE exec); resumes a partial remote
-        file; then ONE exec hashes every uploaded file remotely and the sha256 decides."""
+        """Local → remote for each item, parents created over SFTP (no exec). A fresh upload is
+        checked remotely by the following `apply(verify=...)` (no round trip here); a RESUMED
+        file is hashed remotely now (ONE exec) and redone from byte 0 once when it differs."""
         if not items:
             return
         for item in items:
@@ -576,7 +608,7 @@ class SshTransport:
             if not Path(item.local).is_file():
                 raise TransferError(f"Local file to upload is missing: {item.local}")
         parents = {posixpath.dirname(validate_relpath(i.remote)) for i in items} - {""}
-        self.mkdirs(sorted(parents))
+        self._retry(lambda: self._sftp_makedirs(sorted(parents)), what="mkdir", path=f"{len(parents)} dir(s)")
         resumed: set[str] = set()
 
         def one(item: Transfer, restart: bool = False) -> None:
@@ -587,8 +619,11 @@ class SshTransport:
                     resumed.add(item.remote)
 
         self._run_batch(items, one)
-        bad = self._verify_uploads(items)
-        redo = [i for i in items if i.remote in bad and i.remote in resumed]
+        if not resumed:
+            return
+        partial = [i for i in items if i.remote in resumed]
+        bad = self._verify_uploads(partial)
+        redo = [i for i in partial if i.remote in bad]
         if redo:
             self._run_batch(redo, lambda item: one(item, True))
             bad = self._verify_uploads(redo)
@@ -598,6 +633,42 @@ class SshTransport:
                 f"Uploaded {first[0]} does not match on {self.label}: remote sha256 {first[1]} "
                 f"({len(bad)} file(s) failed verification)."
             )
+
+    def _sftp_makedirs(self, rel_dirs: Sequence[str]) -> None:
+        """Create `<base>/<rel>` (and missing parents) for each rel over SFTP: one stat for a dir
+        that exists, else mkdir from the nearest existing ancestor down."""
+        if not rel_dirs:
+            return
+        base = self._base_for_sftp()
+        with self._sftp() as sftp:
+            known: set[str] = set()
+            for rel in rel_dirs:
+                parts = validate_relpath(rel, what="mkdir path").split("/")
+                missing: list[str] = []
+                for depth in range(len(parts), 0, -1):
+                    path = posixpath.join(base, *parts[:depth])
+                    if path in known:
+                        break
+                    try:
+                        st = sftp.lstat(path)
+                    except FileNotFoundError:
+                        missing.append(path)
+                        continue
+                    if not stat.S_ISDIR(st.st_mode or 0):
+                        raise TransferError(f"Remote path is not a directory: {path} on {self.target}")
+                    break
+                if len(missing) == len(parts):
+                    try:
+                        sftp.lstat(base)
+                    except FileNotFoundError:
+                        missing.append(base)
+                for path in reversed(missing):
+                    try:
+                        sftp.mkdir(path)
+                    except OSError:
+                        if not stat.S_ISDIR(sftp.lstat(path).st_mode or 0):  # lost a race: fine if a dir
+                            raise
+                known.update(posixpath.join(base, *parts[:d]) for d in range(1, len(parts) + 1))
 
     def _verify_uploads(self, items: Sequence[Transfer]) -> dict[str, str | None]:
         found = self.remote_hashes([i.remote for i in items])
