@@ -68,11 +68,13 @@ PUBLIC_RSYNC_FLAGS = [  # usr-contract.md §9: the public tool's rsync invocatio
 def usr_op(op: str, root: str, base: str, ssh_config: str, alias: str, user: str, cache: str) -> dict:
     """Child process: one engine push/pull over a fresh SshTransport; time, stats, peak RSS."""
     os.environ["XDG_CACHE_HOME"] = cache
+    from usrbatch import auditlog
     from usrbatch.remotes import RemoteConfig
     from usrbatch.sync import engine
     from usrbatch.sync.options import SyncOptions
     from usrbatch.transport.factory import open_transport
 
+    auditlog.configure(None)  # audit events dropped: the benchmark prints its own lines
     phases: dict[str, float] = {}
 
     def timed_call(name: str, fn):
@@ -203,8 +205,10 @@ def main() -> int:
             t_scp = run_timed([*scp, str(src), f"{at}{bases['scp'] / DATASET}"])
             check_identical("scp -r push", want, bases["scp"] / DATASET)
             t = ours["seconds"]
-            print(f"  rates: usrbatch {rate(total, t)}, rsync -a {rate(total, t_rsync)}, "
-                  f"rsync public {rate(total, t_pub)}, scp {rate(total, t_scp)}")
+            print(
+                f"  rates: usrbatch {rate(total, t)}, rsync -a {rate(total, t_rsync)}, "
+                f"rsync public {rate(total, t_pub)}, scp {rate(total, t_scp)}"
+            )
             report("bootstrap push", t, "rsync -a", t_rsync)
             report("bootstrap push", t, "rsync -rltz (public flags)", t_pub)
             report("bootstrap push", t, "scp -r", t_scp)
@@ -217,15 +221,19 @@ def main() -> int:
                 (d / "bench").mkdir(parents=True)
             ours = run_usr("pull", dests["usr"], bases["usr"], server, cache)
             check_identical("usrbatch pull", want, dests["usr"] / DATASET)
-            t_rsync = run_timed([*rsync_a, f"{at}{bases['rsync'] / DATASET}/", f"{dests['rsync'] / DATASET}/"])
+            t_rsync = run_timed(
+                [*rsync_a, f"{at}{bases['rsync'] / DATASET}/", f"{dests['rsync'] / DATASET}/"]
+            )
             check_identical("rsync -a pull", want, dests["rsync"] / DATASET)
             t_pub = run_timed([*rsync_pub, f"{at}{bases['pub'] / DATASET}/", f"{dests['pub'] / DATASET}/"])
             check_identical("rsync public-flags pull", want, dests["pub"] / DATASET)
             t_scp = run_timed([*scp, f"{at}{bases['scp'] / DATASET}", str(dests["scp"] / DATASET)])
             check_identical("scp -r pull", want, dests["scp"] / DATASET)
             t = ours["seconds"]
-            print(f"  rates: usrbatch {rate(total, t)}, rsync -a {rate(total, t_rsync)}, "
-                  f"rsync public {rate(total, t_pub)}, scp {rate(total, t_scp)}")
+            print(
+                f"  rates: usrbatch {rate(total, t)}, rsync -a {rate(total, t_rsync)}, "
+                f"rsync public {rate(total, t_pub)}, scp {rate(total, t_scp)}"
+            )
             report("bootstrap pull", t, "rsync -a", t_rsync)
             report("bootstrap pull", t, "rsync -rltz (public flags)", t_pub)
             report("bootstrap pull", t, "scp -r", t_scp)
