@@ -254,3 +254,134 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stdout.startswith("ERROR: Input file not found:") and "Traceback" not in bad.stderr
+
+
+def _truncate(path: Path, keep: int = 300) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["head", "ns/demo"],
+        ["info", "ns/demo"],
+        ["import", "ns/demo", "--from", "csv", "--path", "{seqs}"],
+        ["attach", "ns/demo", "--path", "{overlay}", "--namespace", "infer", "--key", "sequence"],
+    ],
+)
+def test_truncated_records_parquet_is_an_error_not_a_traceback(populated, argv: list[str]) -> None:
+    cli, root, tmp = populated
+    (tmp / "new.csv").write_text("sequence\nTTTTAAAA\n")
+    (tmp / "o.csv").write_text("sequence,ll\nACGTACGT,1.5\n")
+    _truncate(root / "ns" / "demo" / "records.parquet")
+    before = tree_state(root)
+    code, out = cli(*[a.format(seqs=tmp / "new.csv", overlay=tmp / "o.csv") for a in argv])
+    assert code == 2, out
+    assert re.search(r"ERROR: .*records\.parquet is not a readable parquet file", out), out
+    assert "Hint: Restore it from" in out
+    assert tree_state(root) == before
+
+
+def test_validate_reports_a_truncated_records_parquet(populated) -> None:
+    cli, root, _ = populated
+    _truncate(root / "ns" / "demo" / "records.parquet")
+    before = tree_state(root)
+    code, out = cli("validate", "ns/demo")
+    assert code == 2
+    assert "records.parquet: not a readable parquet file" in out
+    assert tree_state(root) == before
+
+
+def test_corrupt_compact_overlay_is_an_error_for_attach_and_a_problem_for_validate(populated) -> None:
+    cli, root, tmp = populated
+    (tmp / "o.csv").write_text("sequence,ll\nACGTACGT,1.5\n")
+    argv = ["attach", "ns/demo", "--path", str(tmp / "o.csv"), "--namespace", "infer", "--key", "sequence"]
+    assert cli(*argv)[0] == 0
+    _truncate(root / "ns" / "demo" / "_derived" / "infer.parquet", keep=100)
+    before = tree_state(root)
+    code, out = cli(*argv, "--allow-overwrite")
+    assert code == 2, out
+    assert re.search(r"ERROR: Overlay .*infer\.parquet is not a readable parquet file", out), out
+    code, out = cli("validate", "ns/demo")
+    assert code == 2
+    assert re.search(r"  - Overlay .*infer\.parquet is not a readable parquet file", out), out
+    assert tree_state(root) == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-colwidth", "0"), ("--max-list-items", "-1"), ("--precision", "-2")]
+)
+def test_head_rejects_out_of_range_display_options(populated, option: str, value: str) -> None:
+    cli, root, _ = populated
+    before = tree_state(root)
+    code, out = cli("head", "ns/demo", option, value)
+    assert code == 2
+    assert out.startswith(f"ERROR: head {option} must be >= ")
+    assert tree_state(root) == before
+
+
+def test_events_tail_partial_last_line_names_the_log(populated) -> None:
+    cli, root, _ = populated
+    log = root / "ns" / "demo" / ".events.log"
+    with open(log, "ab") as fh:
+        fh.write(b'{"action":"cut')
+    before = tree_state(root)
+    code, out = cli("events", "tail", "ns/demo", "-n", "2")
+    assert code == 2
+    assert out.startswith("ERROR: Invalid JSONL event line: ")
+    assert f"Hint: {log}" in out and "usr validate" in out
+    code, out = cli("events", "tail", "ns/demo", "-n", "1", "--format", "raw")
+    assert (code, out) == (0, '{"action":"cut\n')
+    assert tree_state(root) == before
+
+
+@pytest.mark.skipif(not VENV_USR.exists(), reason="console script not installed in this interpreter's venv")
+def test_two_concurrent_imports_lose_no_rows(tmp_path: Path) -> None:
+    env = {**os.environ, "USR_ROOT": str(tmp_path / "root")}
+    subprocess.run([str(VENV_USR), "init", "demo"], check=True, capture_output=True, env=env, timeout=60)
+    bases = "ACGT"
+    files = []
+    for worker in range(2):
+        rows = ["".join(bases[(n >> (2 * k)) & 3] for k in range(12)) + "AC"[worker] for n in range(2000)]
+        path = tmp_path / f"w{worker}.csv"
+        path.write_text("sequence\n" + "\n".join(rows) + "\n")
+        files.append(path)
+    procs = [
+        subprocess.Popen(
+            [str(VENV_USR), "import", "demo", "--from", "csv", "--path", str(p)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for p in files
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    check = subprocess.run(
+        [str(VENV_USR), "info", "demo", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert json.loads(check.stdout)["rows"] == 4000
+    valid = subprocess.run(
+        [str(VENV_USR), "validate", "demo", "--strict"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert valid.returncode == 0, valid.stdout
+
+
+def test_events_tail_all_streams_and_checks_every_line_first(populated) -> None:
+    cli, root, _ = populated
+    log = root / "ns" / "demo" / ".events.log"
+    count = len(log.read_bytes().splitlines())
+    code, out = cli("events", "tail", "ns/demo")
+    assert code == 0 and len(out.splitlines()) == count
+    with open(log, "ab") as fh:
+        fh.write(b"not json\n")
+    code, out = cli("events", "tail", "ns/demo")
+    assert code == 2 and out.startswith("ERROR: Invalid JSONL event line: "), out  # nothing printed first
+    code, out = cli("events", "tail", "ns/demo", "-n", "-1")
+    assert (code, out) == (2, "ERROR: --n must be >= 0 (0 = all lines).\n")

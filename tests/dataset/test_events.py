@@ -206,3 +206,36 @@ def test_failed_write_truncates_back_and_reports_restored(
         ev.append_event(dataset.dir, "attach", args={"x": 1})
     monkeypatch.undo()
     assert log.read_bytes() == before
+
+
+def _append_small(directory: str, worker: int, count: int) -> None:
+    for i in range(count):
+        ev.append_event(Path(directory), "stress", args={"worker": worker, "i": i})
+
+
+def test_four_processes_times_200_appends_give_800_complete_lines(dataset: DatasetRef) -> None:
+    before = len(_lines(dataset))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_small, args=(str(dataset.dir), w, 200)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    stress = [line for line in _lines(dataset)[before:] if line["action"] == "stress"]
+    assert len(stress) == 800
+    for worker in range(4):
+        assert [e["args"]["i"] for e in stress if e["args"]["worker"] == worker] == list(range(200))
+    assert ev.check_event_log(dataset.dir / ".events.log") == []
+
+
+def test_tail_reads_only_the_end_of_a_large_log(dataset: DatasetRef) -> None:
+    log = dataset.dir / ".events.log"
+    last = log.read_bytes().splitlines()[-1] + b"\n"
+    with open(log, "r+b") as fh:  # a head that is not JSON at all: tail must never reach it
+        fh.write(b"\xff" * 64)
+    with open(log, "ab") as fh:
+        fh.write(last * 20_000 + b"\n\n" + b'{"k":1}\n')
+    lines = ev.tail_lines(dataset.dir, 10)
+    assert len(lines) == 10 and lines[-1] == b'{"k":1}' and lines[0] == last.rstrip(b"\n")
+    assert all(ev.render_line(line, "json") for line in lines)

@@ -329,3 +329,43 @@ def test_write_overlay_part_accepts_a_dataset_directory(dataset: DatasetRef) -> 
     assert read_dataset(dataset.dir, ["infer__ll"])["infer__ll"][0].as_py() == 4.0
     last = _events(dataset)[-1]
     assert last["dataset"] == {"name": "ns/demo", "root": str(dataset.root)}
+
+
+def _write_parts(directory: str, ids: list[str], count: int) -> None:
+    ref = open_dataset(Path(directory).parent.parent, "ns/demo")
+    for i in range(count):
+        write_overlay_part(ref, "infer", pa.table({"id": ids, "ll": [float(i)] * len(ids)}))
+
+
+def test_write_overlay_part_concurrent_with_attach_loses_nothing(dataset: DatasetRef, tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    from usrbatch.dataset.catalog import validate_dataset
+
+    ids = _ids(dataset)
+    source = tmp_path / "labels.csv"
+    source.write_text("id,label\n" + "".join(f"{i},L{n}\n" for n, i in enumerate(ids)))
+    proc = mp.get_context("spawn").Process(target=_write_parts, args=(str(dataset.dir), ids[:2], 15))
+    proc.start()
+    for _ in range(5):
+        attach(dataset, source, "infer", allow_overwrite=True)
+    proc.join(300)
+    assert proc.exitcode == 0
+    table = read_dataset(dataset, ["infer__ll", "infer__label"])
+    assert table["infer__label"].to_pylist() == [f"L{n}" for n in range(len(ids))]
+    assert table["infer__ll"].to_pylist()[:2] == [14.0, 14.0]
+    actions = [e["action"] for e in _events(dataset)]
+    assert actions.count("write_overlay_part") == 15 and actions.count("attach") == 5
+    report = validate_dataset(dataset)
+    assert report.errors == [] and report.warnings == []
+
+
+def test_read_dataset_over_many_parts_is_linear(dataset: DatasetRef) -> None:
+    ids = _ids(dataset)
+    for i in range(200):
+        write_overlay_part(dataset, "infer", pa.table({"id": [ids[i % len(ids)]], "n": [i]}))
+    started = time.perf_counter()
+    table = read_dataset(dataset, ["infer__n"])
+    elapsed = time.perf_counter() - started
+    assert table["infer__n"].to_pylist() == [196, 197, 198, 199]
+    assert elapsed < 5.0, f"read_dataset over 200 parts took {elapsed:.1f}s"

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shlex
 import sys
+from collections.abc import Iterable
 
 import click
 
@@ -21,7 +22,7 @@ from usrbatch.dataset.preview import ellipsize, format_cell, rank_columns, rende
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import open_dataset
 from usrbatch.dataset.registry import load_registry, register_namespace
-from usrbatch.errors import DatasetError, UsrError
+from usrbatch.errors import DatasetError, EventLogError, UsrError
 
 WIDE_LIMIT = 6
 
@@ -225,6 +226,13 @@ def head_cmd(
     """Show the first rows of DATASET (base + overlays)."""
     if n < 0:
         raise DatasetError("head row count must be >= 0.")
+    for option, value, least in (
+        ("--max-colwidth", max_colwidth, 1),
+        ("--max-list-items", max_list_items, 0),
+        ("--precision", precision, 0),
+    ):
+        if value < least:
+            raise UsrError(f"head {option} must be >= {least} (got {value}).")
     wanted = _csv_list(columns)
     table = read_dataset(open_dataset(usr.root, dataset), wanted).slice(0, n)
     if wanted:
@@ -335,8 +343,23 @@ def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -
     if fmt not in ("json", "raw"):
         raise UsrError("format must be one of: json, raw.")
     ref = open_dataset(usr.root, dataset)
-    lines = ev.tail_lines(ref.dir, n)
-    rendered = [ev.render_line(line, fmt) for line in lines]  # fail before printing a partial answer
+    if n < 0:
+        raise EventLogError("--n must be >= 0 (0 = all lines).")
+    if not (ref.dir / ".events.log").is_file():
+        raise EventLogError(f"Events log not found: {ref.dir / '.events.log'}")
+    try:
+        if n == 0:  # stream twice: check every line, then print (no partial answer, bounded memory)
+            for line in ev.iter_lines(ref.dir):
+                ev.render_line(line, fmt)
+            rendered: Iterable[str] = (ev.render_line(line, fmt) for line in ev.iter_lines(ref.dir))
+        else:
+            rendered = [ev.render_line(line, fmt) for line in ev.tail_lines(ref.dir, n)]
+    except EventLogError as exc:
+        raise EventLogError(
+            exc.message,
+            hint=f"{ref.dir / '.events.log'} has a malformed line; `usr validate {ref.dataset_id}` "
+            "names it. `--format raw` prints the lines as stored.",
+        ) from exc
     for text in rendered:
         click.echo(text)
     if follow:

@@ -118,10 +118,10 @@ class ValidationReport:
 
 def validate_dataset(ref: DatasetRef) -> ValidationReport:
     """Check records schema + metadata, ids (sha1 rule, unique), overlays (registered, typed), event log."""
-    ref.require()
+    ref.require(readable=False)
     report = ValidationReport(ref.dataset_id)
     try:
-        table = pq.read_table(ref.records)
+        table = S.read_parquet(ref.records)
     except (pa.ArrowInvalid, OSError) as exc:
         report.errors.append(f"{ref.records}: not a readable parquet file ({exc}).")
         return report
@@ -157,7 +157,12 @@ def validate_dataset(ref: DatasetRef) -> ValidationReport:
             dupes = table.num_rows - len(pc.unique(table["id"]))
             if dupes:
                 report.errors.append(f"records.parquet: {dupes} duplicate id(s).")
-    for namespace, sources in sorted(overlay_sources(ref).items()):
+    try:
+        overlays = overlay_sources(ref)
+    except UsrError as exc:
+        report.errors.append(str(exc))
+        overlays = {}
+    for namespace, sources in sorted(overlays.items()):
         spec = registry.namespaces.get(namespace) if registry else None
         if registry is not None and spec is None:
             report.errors.append(f"_derived/{namespace}: namespace '{namespace}' is not registered.")

@@ -337,6 +337,14 @@ def _events_path(dataset_dir: Path | str) -> Path:
     return path
 
 
+def iter_lines(dataset_dir: Path | str) -> Iterator[bytes]:
+    """Every non-empty line, streamed (bounded memory for `usr events tail -n 0` on a large log)."""
+    with open(_events_path(dataset_dir), "rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield line.rstrip(b"\r\n")
+
+
 def tail_lines(dataset_dir: Path | str, n: int = 0) -> list[bytes]:
     """The last `n` non-empty lines (0 = all), reading backwards so large logs are not fully read."""
     path = _events_path(dataset_dir)
@@ -347,15 +355,19 @@ def tail_lines(dataset_dir: Path | str, n: int = 0) -> list[bytes]:
             return [line.rstrip(b"\r\n") for line in fh if line.strip()]
         fh.seek(0, os.SEEK_END)
         position = fh.tell()
-        buffer = b""
+        blocks: list[bytes] = []
+        newlines = 0
         block = 64 * 1024
-        while position > 0:
+        while position > 0 and newlines <= n:  # n+1 newlines before the end bound the last n lines
             step = min(block, position)
             position -= step
             fh.seek(position)
-            buffer = fh.read(step) + buffer
-            if sum(1 for line in buffer.split(b"\n") if line.strip()) > n:
-                break
+            blocks.append(fh.read(step))
+            newlines += blocks[-1].count(b"\n")
+            if newlines > n:  # blank lines do not count: confirm on the joined tail (once per hit)
+                found = sum(1 for line in b"".join(reversed(blocks)).split(b"\n") if line.strip())
+                newlines = n + 1 if found > n else found
+    buffer = b"".join(reversed(blocks))
     lines = [line.rstrip(b"\r") for line in buffer.split(b"\n") if line.strip()]
     return lines[-n:]
 

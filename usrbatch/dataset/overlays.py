@@ -246,10 +246,13 @@ def _typed(
 def _map_keys(ref: DatasetRef, key: str, keys: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, pa.Array]:
     """(ids or nulls, matched mask) of incoming keys against the base table."""
     base_cols = ["id"] if key == "id" else ["id", "sequence", "bio_type", "alphabet"]
-    base = pq.read_table(ref.records, columns=base_cols)
+    base = S.read_parquet(ref.records, columns=base_cols)
     if key == "id":
         ids = pa.chunked_array(keys) if isinstance(keys, pa.Array) else keys
-        matched = pc.is_in(ids, value_set=base["id"].combine_chunks())
+        # hash the (small) incoming key set and scan the base once, not the other way round
+        wanted = pc.unique(ids.combine_chunks())
+        present = base["id"].filter(pc.is_in(base["id"], value_set=wanted))
+        matched = pc.is_in(ids, value_set=present.combine_chunks())
         return pc.if_else(matched, ids, pa.scalar(None, pa.string())).combine_chunks(), matched
     bio_types = pc.unique(base["bio_type"]).to_pylist()
     if len(bio_types) > 1:
@@ -315,6 +318,26 @@ def _merge_compact(existing: pa.Table, incoming: pa.Table, spec: NamespaceSpec) 
     )
 
 
+def _unreadable(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(f"Overlay {path} is not a readable parquet file ({exc}). Remove or restore it.")
+
+
+def _read_overlay_schema(path: Path) -> pa.Schema:
+    """The overlay file's schema; DatasetError (not a pyarrow traceback) when it is corrupt."""
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _read_overlay_table(path: Path) -> pa.Table:
+    """The overlay file's rows; DatasetError when it is corrupt."""
+    try:
+        return S.read_parquet(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise _unreadable(path, exc) from exc
+
+
 def _part_name() -> str:
     stamp = S.iso_utc(S.utc_now()).replace(":", "").replace("-", "").replace(".", "")
     return f"part-{stamp}-{uuid.uuid4().hex}.parquet"
@@ -325,7 +348,7 @@ def _move_compact_into_parts(ref: DatasetRef, namespace: str) -> None:
     if compact.is_file():
         target_dir = parts_dir(ref, namespace)
         target_dir.mkdir(parents=True, exist_ok=True)
-        created = S.read_metadata(pq.read_schema(compact)).get(S.META_OVERLAY_CREATED_AT, "")
+        created = S.read_metadata(_read_overlay_schema(compact)).get(S.META_OVERLAY_CREATED_AT, "")
         stamp = created.replace(":", "").replace("-", "").replace(".", "") or "00000000T000000000000Z"
         os.replace(compact, target_dir / f"part-{stamp}-{uuid.uuid4().hex}.parquet")
         fsync_dir(target_dir)
@@ -390,7 +413,7 @@ def _write_overlay(
         as_part = mode == "part" or parts_dir(ref, namespace).is_dir()
         existing: pa.Table | None = None
         if not as_part and compact.is_file():
-            existing = pq.read_table(compact)
+            existing = _read_overlay_table(compact)
             existing_key = _table_key(existing)
             if existing_key != "id":
                 raise SchemaError(
@@ -597,12 +620,7 @@ def overlay_sources(ref: DatasetRef) -> dict[str, list[OverlaySource]]:
         return found
 
     def created(path: Path) -> str:
-        try:
-            meta = S.read_metadata(pq.read_schema(path))
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DatasetError(
-                f"Overlay {path} is not a readable parquet file. Remove or restore it."
-            ) from exc
+        meta = S.read_metadata(_read_overlay_schema(path))
         return meta.get(S.META_OVERLAY_CREATED_AT) or S.iso_utc(
             S.dt.datetime.fromtimestamp(path.stat().st_mtime, S.dt.UTC)
         )
@@ -638,7 +656,7 @@ def _source_by_id(table: pa.Table, base: pa.Table) -> pa.Table:
 
 def read_overlay(ref: DatasetRef, namespace: str, sources: list[OverlaySource], base: pa.Table) -> pa.Table:
     """One namespace's overlay as (id, columns...), merged per cell: the newest writer wins."""
-    tables = [_source_by_id(pq.read_table(s.path), base) for s in sources]
+    tables = [_source_by_id(_read_overlay_table(s.path), base) for s in sources]
     all_ids = pc.unique(
         pa.chunked_array([c for t in tables for c in t["id"].cast(pa.string()).chunks], type=pa.string())
     )
@@ -678,7 +696,7 @@ def read_dataset(
     SchemaError listing what exists.
     """
     ref = as_dataset(dataset).require()
-    base = pq.read_table(ref.records)
+    base = S.read_parquet(ref.records)
     out = base
     if include_overlays:
         for namespace, sources in sorted(overlay_sources(ref).items()):

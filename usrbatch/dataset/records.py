@@ -85,7 +85,9 @@ def _write_records(
             if extra is not None and extra.num_rows:
                 writer.write_table(extra.cast(schema))
             if (old is None) and (extra is None or not extra.num_rows):
-                writer.write_table(schema.empty_table())
+                writer.write_table(
+                    pa.Table.from_batches([], schema=schema)
+                )  # empty_table() imports pandas (~1-4 s)
 
     atomic_write_with(target, write)
     return snap
@@ -361,7 +363,7 @@ def import_records(
     registry = load_registry(ref.root, required=True)
     assert registry is not None
     with dataset_lock(ref.dir, timeout=lock_timeout):
-        existing = pq.read_table(ref.records, columns=["id"])["id"]
+        existing = S.read_parquet(ref.records, columns=["id"])["id"]
         present = pc.is_in(prepared["id"], value_set=existing.combine_chunks())
         n_present = pc.sum(present).as_py() or 0
         if n_present and not skip_existing:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from usrbatch.dataset.events import locate
 from usrbatch.dataset.layout import RECORDS, dataset_dir, normalize_dataset_id
 from usrbatch.errors import DatasetError
@@ -23,13 +26,26 @@ class DatasetRef:
     def records(self) -> Path:
         return self.dir / RECORDS
 
-    def require(self) -> DatasetRef:
-        """Self, or DatasetError `Dataset not initialized: <path>` when records.parquet is missing."""
+    def require(self, *, readable: bool = True) -> DatasetRef:
+        """Self, or DatasetError `Dataset not initialized: <path>` when records.parquet is missing.
+
+        With `readable` (the default) the parquet footer is read too, so a truncated or corrupt
+        records.parquet is a DatasetError naming the file instead of a pyarrow traceback.
+        """
         if not self.records.is_file():
             raise DatasetError(
                 f"Dataset not initialized: {self.dir}",
                 hint=f"Create it with `usr --root {self.root} init {self.dataset_id}` (or check --root).",
             )
+        if readable:
+            try:
+                pq.read_schema(self.records)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DatasetError(
+                    f"{self.records} is not a readable parquet file ({exc}).",
+                    hint=f"Restore it from {self.dir / '_snapshots'} (newest records-*.parquet) "
+                    "or from a remote copy with `usr pull`.",
+                ) from exc
         return self
 
 

@@ -8,6 +8,7 @@ or `usr:registry_hash` stamps would differ between tools for the same registry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -76,8 +77,8 @@ class Registry:
     def canonical_bytes(self) -> bytes:
         return canonical_registry_bytes(self.namespaces)
 
-    @property
-    def hash(self) -> str:
+    @functools.cached_property
+    def hash(self) -> str:  # computed once: a Registry is never mutated after load
         return hashlib.sha256(self.canonical_bytes()).hexdigest()
 
     def require(self, namespace: str) -> NamespaceSpec:

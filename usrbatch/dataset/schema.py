@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 SCHEMA_VERSION = "1"
 ID_HASH_SPEC = "sha1_utf8_pipe"
@@ -94,3 +96,9 @@ def utc_now() -> dt.datetime:
 def iso_utc(moment: dt.datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.ffffffZ`."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a parquet file without pq.read_table, which imports pyarrow.dataset and pandas (seconds)."""
+    with pq.ParquetFile(path) as handle:
+        return handle.read(columns=columns)
