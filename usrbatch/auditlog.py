@@ -14,23 +14,9 @@ from typing import Any
 
 import structlog
 
+from usrbatch.redaction import AUDIT_SECRET_MARKERS, redact
+
 SCHEMA_VERSION = 1
-SECRET_MARKERS = (
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "api_key",
-    "apikey",
-    "webhook",
-    "auth",
-    "credential",
-    "bearer",
-    "cookie",
-    "session",
-    "private_key",
-    "passphrase",
-)
 _lock = threading.Lock()
 _configured_path: Path | None = None
 
@@ -47,21 +33,8 @@ def _schema(_logger: Any, _name: str, event_dict: dict) -> dict:
     return event_dict
 
 
-def redact(event_dict: dict) -> dict:
-    """Replace values whose key looks secret with `***REDACTED***` (any depth)."""
-    out: dict = {}
-    for key, value in event_dict.items():
-        if isinstance(key, str) and key not in ("event",) and any(m in key.lower() for m in SECRET_MARKERS):
-            out[key] = "***REDACTED***"
-        elif isinstance(value, dict):
-            out[key] = redact(value)
-        else:
-            out[key] = value
-    return out
-
-
 def _redact(_logger: Any, _name: str, event_dict: dict) -> dict:
-    return redact(event_dict)
+    return redact(event_dict, AUDIT_SECRET_MARKERS)
 
 
 class _JsonLinesFile:

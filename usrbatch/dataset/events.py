@@ -26,24 +26,10 @@ from usrbatch import __version__
 from usrbatch.dataset.layout import EVENTS, RECORDS
 from usrbatch.dataset.locks import event_lock
 from usrbatch.errors import EventLogError
+from usrbatch.redaction import REDACTED, SECRET_MARKERS, redact  # noqa: F401 - re-exported
 
 EVENT_VERSION = 1
 MAX_RECORD_BYTES = 1_048_576
-REDACTED = "***REDACTED***"
-SECRET_MARKERS = (
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "api_key",
-    "apikey",
-    "webhook",
-    "auth",
-    "credential",
-    "bearer",
-    "cookie",
-    "session",
-)
 
 _DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "init": ({"rows": 0}, {"overlays": []}),
@@ -69,40 +55,6 @@ _DEFAULTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"source_sha256": None},
     ),
 }
-
-
-def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and any(marker in key.lower() for marker in SECRET_MARKERS)
-
-
-def _redact_cli_list(items: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    redact_next = False
-    for item in items:
-        if redact_next:
-            out.append(REDACTED)
-            redact_next = False
-            continue
-        if isinstance(item, str) and item.startswith("-"):
-            flag, eq, _value = item.partition("=")
-            if _is_secret_key(flag.lstrip("-")):
-                if eq:
-                    out.append(f"{flag}={REDACTED}")
-                else:
-                    out.append(item)
-                    redact_next = True
-                continue
-        out.append(redact(item))
-    return out
-
-
-def redact(value: Any) -> Any:
-    """Redact secret-looking keys at any depth, and `--token=x` / `--token x` in CLI-style lists."""
-    if isinstance(value, Mapping):
-        return {k: (REDACTED if _is_secret_key(k) else redact(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return _redact_cli_list(list(value))
-    return value
 
 
 def utc_timestamp(moment: dt.datetime | None = None) -> str:
