@@ -96,8 +96,23 @@ def test_sftp_put_get_roundtrip(sshd_server: SshdServer, tmp_path: Path) -> None
 
 def qsub(script: Path, *args: str) -> str:
     # -o next to the script: job logs must never land in the current directory (the checkout)
-    res = run(["qsub", "-terse", "-S", "/bin/bash", "-b", "n", "-cwd", "-j", "y", "-o", str(script.parent),
-               *args, str(script)])
+    res = run(
+        [
+            "qsub",
+            "-terse",
+            "-S",
+            "/bin/bash",
+            "-b",
+            "n",
+            "-cwd",
+            "-j",
+            "y",
+            "-o",
+            str(script.parent),
+            *args,
+            str(script),
+        ]
+    )
     return res.stdout.strip()
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from usrbatch.errors import RemoteUnavailableError, TransferError, VerificationError
@@ -229,6 +231,8 @@ def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
         assert t.stats.execs == 2
         assert after is not None and sorted(after.files) == ["_derived/a/b/f1", "f2"]
         assert after.files["f2"].sha256 == _sha(src)
+        assert after.hashed_bytes == 0  # verified once before the rename, cached under the new key
+        assert t.inventory("ns/ds").hashed_bytes == 0
         (base / "ns" / "link").symlink_to(tmp_path)
         with pytest.raises(TransferError, match="not a directory"):
             t.upload([Transfer("ns/link/x/.usrbatch-tmp-3", src, 7, _sha(src))])
@@ -412,7 +416,14 @@ def test_proxy_jump_through_the_same_server(sshd_server: SshdServer, base: Path,
         (base / "ds").mkdir()
         (base / "ds" / "records.parquet").write_bytes(b"x")
         assert set(t.inventory("ds").files) == {"records.parquet"}
-        assert len(t.connect().jumps) == 1
+        conn = t.connect()
+        assert len(conn.jumps) == 1
+        first_hop = conn.jumps[0].sock
+        assert first_hop.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        # OpenSSH offers GCM and this paramiko has it: the faster AEAD cipher is negotiated
+        if "aes128-gcm@openssh.com" in paramiko.Transport._cipher_info:
+            assert conn.transport.remote_cipher == "aes128-gcm@openssh.com"
+            assert conn.transport.local_cipher == "aes128-gcm@openssh.com"
 
 
 def test_lease_handshake_ignores_noise_and_never_shows_it(transport: SshTransport) -> None:

@@ -309,3 +309,24 @@ def test_copy_of_tree_helpers_detect_difference(tmp_path):
     assert tree(a) == tree(b)
     (b / "meta.md").write_text("changed")
     assert tree(a) != tree(b)
+
+
+def test_pulled_files_are_in_the_local_hash_cache_so_the_next_inventory_reads_nothing(sides):
+    from usrbatch.sync.inventory import local_inventory
+
+    remote = make_dataset(sides.remote_root, DS)
+    engine.pull(sides.local_root, DS, sides.transport)
+    local = sides.local_root / DS
+    inv = local_inventory(local)
+    assert inv.hashed_bytes == 0
+    assert {p: e.sha256 for p, e in inv.files.items()} == {
+        p: e.sha256 for p, e in local_inventory(remote).files.items()
+    }
+    # an incremental pull: only the changed file is re-pulled, and it too is cached
+    write_part(remote, "densegen")
+    engine.pull(sides.local_root, DS, sides.transport)
+    assert local_inventory(local).hashed_bytes == 0
+    # a local edit after the pull is still noticed (the cache key is the fresh stat)
+    edited = local / "meta.md"
+    edited.write_text(edited.read_text() + "edited\n")
+    assert local_inventory(local).hashed_bytes == edited.stat().st_size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,28 @@ def test_roll_forward_refuses_when_both_sides_are_gone(tmp_path):
     stg.write_journal(s, dest, ["records.parquet"], [])
     with pytest.raises(TransferError, match="cannot be completed"):
         stg.roll_forward(s)
+
+
+def test_walk_staged_trusts_a_downloaded_hash_only_while_the_stat_matches(tmp_path: Path) -> None:
+    import hashlib
+
+    from usrbatch.transport.base import FileEntry
+
+    staging = tmp_path / "stage"
+    staging.mkdir()
+    good, changed = staging / "good.bin", staging / "changed.bin"
+    good.write_bytes(b"good")
+    changed.write_bytes(b"xxxx")
+    for path in (good, changed):
+        os.utime(path, ns=(5_000, 5_000))
+    claimed = "0" * 64  # what the transport verified; a re-hash would give something else
+    verified = {
+        "good.bin": FileEntry("good.bin", 4, 5_000, claimed),
+        "changed.bin": FileEntry("changed.bin", 4, 4_000, claimed),  # mtime differs now
+    }
+    inodes: dict[str, int] = {}
+    files = stg.walk_staged(staging, verified, inodes)
+    assert files["good.bin"].sha256 == claimed  # not re-read
+    assert files["changed.bin"].sha256 == hashlib.sha256(b"xxxx").hexdigest()  # re-hashed
+    assert inodes == {"good.bin": good.stat().st_ino, "changed.bin": changed.stat().st_ino}
+    assert stg.walk_staged(staging)["good.bin"].sha256 == hashlib.sha256(b"good").hexdigest()

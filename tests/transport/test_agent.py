@@ -150,7 +150,14 @@ def test_apply_verifies_then_returns_the_post_apply_inventory(tmp_path: Path) ->
     )
     inv = out["inventory"]
     assert (out["renamed"], out["removed"]) == (1, 1)
-    assert inv == agent.inventory(str(ds), True, True, str(tmp_path / "other-cache.json"))
+    fresh = agent.inventory(str(ds), True, True, str(tmp_path / "other-cache.json"))
+    assert {k: v for k, v in inv.items() if k != "hashed_bytes"} == {
+        k: v for k, v in fresh.items() if k != "hashed_bytes"
+    }
+    # the verified upload is not hashed a second time: its hash went into the cache under the
+    # renamed file's fresh lstat key
+    assert inv["hashed_bytes"] == fresh["hashed_bytes"] - len(b"good")
+    assert agent.inventory(str(ds), True, False, str(tmp_path / "cache.json"))["hashed_bytes"] == 0
     assert inv["files"]["_derived/new/a.bin"][2] == hashlib.sha256(b"good").hexdigest()
     assert "_derived/infer/part-1.parquet" not in inv["files"]
     assert inv["primary_shape"] is None  # records.parquet here is not a parquet file
@@ -353,3 +360,62 @@ def test_agent_runs_on_old_pythons_through_the_bootstrap(python: Path, tmp_path:
         b"release\n",
     )
     assert lease.returncode == 0 and lease.stdout.splitlines()[0] == b"USR_REMOTE_LOCK_ACQUIRED:" + b"z" * 32
+
+
+def test_apply_does_not_cache_an_upload_changed_after_its_check(tmp_path: Path, monkeypatch) -> None:
+    import hashlib
+
+    ds = _dataset(tmp_path)
+    (ds / ".usrbatch-tmp-a").write_bytes(b"good")
+    real_replace = agent.os.replace
+
+    def replace_then_tamper(src, dst):
+        real_replace(src, dst)
+        if dst.endswith("a.bin"):
+            Path(dst).write_bytes(b"evil")  # same size, new content after the verification
+            agent.os.utime(dst, ns=(1, 1))
+
+    monkeypatch.setattr(agent.os, "replace", replace_then_tamper)
+    out = agent.apply_changes(
+        str(tmp_path),
+        [["ns/demo/.usrbatch-tmp-a", "ns/demo/a.bin"]],
+        [],
+        {"ns/demo/.usrbatch-tmp-a": hashlib.sha256(b"good").hexdigest()},
+        "ns/demo",
+        False,
+        str(tmp_path / "cache.json"),
+    )
+    assert out["inventory"]["files"]["a.bin"][2] == hashlib.sha256(b"evil").hexdigest()
+
+
+def test_cache_files_of_removed_datasets_are_pruned_at_most_daily(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "hash-cache"
+    kept_ds, gone_ds = _dataset(tmp_path / "a"), _dataset(tmp_path / "b")
+    kept = cache_dir / "kept.json"
+    gone = cache_dir / "gone.json"
+    agent.inventory(str(kept_ds), True, False, str(kept))
+    agent.inventory(str(gone_ds), True, False, str(gone))
+    assert agent.cache_dataset_dir(str(gone)) == str(gone_ds)
+    legacy_old, legacy_new = cache_dir / "legacy-old.json", cache_dir / "legacy-new.json"
+    for legacy in (legacy_old, legacy_new):
+        legacy.write_text('{"v":1,"files":{}}')
+    old = agent.time.time() - agent.LEGACY_MAX_AGE_S - 60
+    agent.os.utime(legacy_old, (old, old))
+    import shutil
+
+    shutil.rmtree(gone_ds)
+    # the first save above stamped the marker: a save today does not scan again
+    agent.inventory(str(kept_ds), True, False, str(kept))
+    (kept_ds / "new.txt").write_text("x")
+    agent.inventory(str(kept_ds), True, False, str(kept))
+    assert gone.exists()
+    # a day later the next save prunes: the removed dataset's file and the stale legacy file go
+    marker = cache_dir / agent.PRUNE_MARKER
+    day_ago = agent.time.time() - agent.PRUNE_EVERY_S - 1
+    agent.os.utime(marker, (day_ago, day_ago))
+    (kept_ds / "new2.txt").write_text("y")
+    agent.inventory(str(kept_ds), True, False, str(kept))
+    assert not gone.exists() and not legacy_old.exists()
+    assert kept.exists() and legacy_new.exists()
+    assert agent.inventory(str(kept_ds), True, False, str(kept))["hashed_bytes"] == 0
+    assert agent.prune_cache_dir(str(cache_dir)) == 0  # marker fresh again

@@ -350,7 +350,10 @@ def pull(
                 if not lease.alive():
                     raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")
                 stg.stamp_mtimes(staging, plan.send)  # keep the remote mtimes, whatever the transport
-                staged = stg.walk_staged(staging)
+                # download() checked every sha256 (Transport contract): the walk re-reads only
+                # files whose stat no longer matches what was downloaded and stamped
+                inodes: dict[str, int] = {}
+                staged = stg.walk_staged(staging, {e.path: e for e in plan.send}, inodes)
                 _verify_staged(ds, staging, obs, staged, local_rev, opts)
                 with _local_event_lock(local_dir, ds, opts) if opts.full else ExitStack():
                     if opts.full:
@@ -360,6 +363,7 @@ def pull(
                     stg.write_journal(staging, local_dir, [e.path for e in plan.send], list(plan.delete))
                     promotion_started = True
                     stg.roll_forward(staging)
+                stg.remember_promoted(local_dir, staged, inodes)
             except UsrError:
                 raise
             except OSError as exc:

@@ -12,11 +12,12 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_runtime
 from usrbatch.errors import TransferError, VerificationError
+from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry
 
 JOURNAL = ".usr-promotion.json"
@@ -88,9 +89,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def walk_staged(staging: Path) -> dict[str, FileEntry]:
-    """Every staged regular file with its sha256, re-hashed from disk. A symlink or special
-    entry anywhere raises VerificationError before any destination write (§4 step 13)."""
+def walk_staged(
+    staging: Path,
+    verified: Mapping[str, FileEntry] | None = None,
+    inodes: dict[str, int] | None = None,
+) -> dict[str, FileEntry]:
+    """Every staged regular file with its sha256. A symlink or special entry anywhere raises
+    VerificationError before any destination write (§4 step 13).
+
+    `verified` holds the entries the transport has just downloaded: its download already checked
+    each one's sha256 (it raises otherwise), and stamp_mtimes gave it the entry's mtime. Such a file
+    is NOT re-read when a fresh lstat still shows that size and mtime; any other file, or one whose
+    stat differs, is hashed from disk. `inodes`, when given, receives each file's inode (for
+    remember_promoted)."""
     files: dict[str, FileEntry] = {}
     stack = [""]
     while stack:
@@ -107,7 +118,14 @@ def walk_staged(staging: Path) -> dict[str, FileEntry]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(rel)
             elif stat.S_ISREG(st.st_mode):
-                files[rel] = FileEntry(rel, st.st_size, st.st_mtime_ns, _sha256(Path(entry.path)))
+                known = verified.get(rel) if verified else None
+                if known and known.sha256 and (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                    sha = known.sha256
+                else:
+                    sha = _sha256(Path(entry.path))
+                files[rel] = FileEntry(rel, st.st_size, st.st_mtime_ns, sha)
+                if inodes is not None:
+                    inodes[rel] = st.st_ino
             elif rel == RECORDS:
                 raise VerificationError(f"Staged pull payload contains unsupported records entry: {rel}")
             elif rel == EVENTS:
@@ -115,6 +133,27 @@ def walk_staged(staging: Path) -> dict[str, FileEntry]:
             else:
                 raise VerificationError(f"Staged pull payload contains unsupported entry type: {rel}")
     return files
+
+
+def remember_promoted(dataset_dir: Path, staged: Mapping[str, FileEntry], inodes: Mapping[str, int]) -> int:
+    """After promotion: put each promoted file's verified sha256 into the LOCAL hash cache under a
+    fresh lstat key (the rename changed its path and ctime), so the next local inventory reads
+    none of them. A file whose inode, size or mtime no longer match the staged one is skipped.
+    Returns the number of entries recorded."""
+    entries = {}
+    for rel, entry in staged.items():
+        try:
+            st = os.lstat(Path(dataset_dir) / rel)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns) == (
+            inodes.get(rel),
+            entry.size,
+            entry.mtime_ns,
+        ):
+            entries[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, entry.sha256]
+    agent.remember_hashes(str(Path(dataset_dir).absolute()), entries)
+    return len(entries)
 
 
 def stamp_mtimes(staging: Path, entries: Iterable[FileEntry]) -> None:

@@ -15,7 +15,9 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              before anything is changed; empty parent dirs of removed files are pruned. Optional
              `verify` {rel: sha256}: hash those (uploaded temp) files first and refuse to change
              anything on a mismatch (the listed files are removed; error kind "verification").
-             Optional `inventory` rel dir (+ `parquet_stats`): the post-apply inventory, same exec.
+             Optional `inventory` rel dir (+ `parquet_stats`): the post-apply inventory, same exec;
+             verified uploads enter its hash cache under the renamed file's fresh lstat key, so
+             their bytes are not hashed a second time.
   hash:      size, mtime_ns and sha256 of the given relative paths (regular files only).
   mkdir:     create the given relative dirs (and parents).
   probe:     python/pyarrow versions and the tools doctor checks; base_dir existence/writability.
@@ -23,6 +25,9 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              `USR_REMOTE_LOCK_ACQUIRED:<token>`, then block until `release` or EOF on stdin.
              Timeout: `USR_REMOTE_LOCK_TIMEOUT:<token>` (or `USR_REMOTE_EVENT_LOCK_TIMEOUT:<token>`)
              and exit 73. `hold_lock()` is the same lock for in-process (local) use.
+
+Hash cache files record their dataset dir; at most once a day per cache dir a save deletes the
+cache files whose dataset dir is gone (prune_cache_dir).
 
 All relative paths are checked like transport.base.validate_relpath (no absolute paths, no `.`/`..`,
 no empty components, NUL, newline or backslash) and must not escape `base` through a symlink.
@@ -97,19 +102,100 @@ def load_cache(path):
     return {}
 
 
-def save_cache(path, files):
+def save_cache(path, files, dataset_dir=None):
+    """Write the cache atomically; `dataset_dir` is stored in it so prune_cache_dir can tell
+    when the dataset is gone (at most once a day per cache dir, after the write)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".hash-cache-", dir=os.path.dirname(path))
+        body = {"v": AGENT_VERSION}
+        if dataset_dir is not None:
+            body["dir"] = os.path.abspath(dataset_dir)
+        body["files"] = files
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"v": AGENT_VERSION, "files": files}, fh, separators=(",", ":"))
+            json.dump(body, fh, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError:
-        pass  # a cache that cannot be written only costs time
+        return  # a cache that cannot be written only costs time
+    if dataset_dir is not None:
+        prune_cache_dir(os.path.dirname(path))
 
 
-def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
-    """Walk dataset_dir without following links. Returns a JSON-able dict.
+PRUNE_MARKER = ".last-prune"
+PRUNE_EVERY_S = 86400
+LEGACY_MAX_AGE_S = 30 * 86400  # cache files written before "dir" was stored: dropped when this old
+
+
+def cache_dataset_dir(path):
+    """The dataset dir a cache file belongs to (None when it does not say); reads only its head."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(65536)
+    except (OSError, ValueError):
+        return None
+    at = head.find('"dir":')
+    if at < 0 or at > 32:
+        return None
+    try:
+        value = json.JSONDecoder().raw_decode(head, at + len('"dir":'))[0]
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def prune_cache_dir(cache_dir, now=None, force=False):
+    """Delete cache files whose dataset dir no longer exists (and legacy files without a dataset
+    dir not written for LEGACY_MAX_AGE_S). Runs at most once per PRUNE_EVERY_S per cache dir
+    (the mtime of PRUNE_MARKER) unless `force`. Returns the number of files removed."""
+    now = time.time() if now is None else now
+    marker = os.path.join(cache_dir, PRUNE_MARKER)
+    if not force:
+        try:
+            if now - os.stat(marker).st_mtime < PRUNE_EVERY_S:
+                return 0
+        except OSError:
+            pass
+    try:
+        with open(marker, "a"):
+            pass
+        os.utime(marker, (now, now))
+        names = os.listdir(cache_dir)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        path = os.path.join(cache_dir, name)
+        owner = cache_dataset_dir(path)
+        try:
+            if owner is not None:
+                gone = not os.path.isdir(owner)
+            else:
+                gone = now - os.stat(path).st_mtime > LEGACY_MAX_AGE_S
+            if gone:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def remember_hashes(dataset_dir, entries, cache_path=None):
+    """Add {rel: [size, mtime_ns, ctime_ns, ino, sha256]} (keys from a FRESH lstat of files whose
+    content was just verified) to the dataset's hash cache, so the next inventory reads nothing."""
+    if not entries:
+        return
+    cache_path = cache_path or default_cache_path(dataset_dir)
+    cache = load_cache(cache_path)
+    cache.update(entries)
+    save_cache(cache_path, cache, dataset_dir)
+
+
+def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None, known=None):
+    """Walk dataset_dir without following links. Returns a JSON-able dict. `known` adds cache
+    entries {rel: [size, mtime_ns, ctime_ns, ino, sha256]} for files whose hash the caller has
+    just verified (used only when the walk's own lstat matches the key).
 
     {"exists": bool, "files": {rel: [size, mtime_ns, sha256|None]}, "rejected": [[rel, kind]],
      "events_lines": int|None, "primary_shape": [rows, cols]|None, "hashed_bytes": int}
@@ -131,7 +217,10 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
         return out
     out["exists"] = True
     cache_path = cache_path or default_cache_path(dataset_dir)
-    cache = load_cache(cache_path) if hashes else {}
+    on_disk = load_cache(cache_path) if hashes else {}
+    cache = dict(on_disk)
+    if hashes and known:
+        cache.update(known)
     new_cache = {}
     stack = [""]
     while stack:
@@ -170,8 +259,8 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None):
                     out["primary_shape"] = parquet_shape(entry.path)
             else:
                 out["rejected"].append([rel, "special"])
-    if hashes and new_cache != cache:
-        save_cache(cache_path, new_cache)
+    if hashes and new_cache != on_disk:
+        save_cache(cache_path, new_cache, dataset_dir)
     return out
 
 
@@ -443,15 +532,26 @@ class VerifyMismatch(AgentError):
 
 def _check_uploads(base, verify):
     """sha256 of every path in `verify` ({rel: expected}); on any mismatch remove them all and
-    raise VerifyMismatch naming the first (sorted) bad file. Nothing else is touched."""
+    raise VerifyMismatch naming the first (sorted) bad file. Nothing else is touched.
+
+    Returns {path: (st_ino, st_size, st_mtime_ns, sha256)} from an lstat taken before hashing,
+    so a caller can tell the file it renames is the one that was verified."""
     if not isinstance(verify, dict):
         raise AgentError("verify must be a {path: sha256} object")
     paths = [(rel, resolve_under(base, rel, "verify path"), str(sha)) for rel, sha in sorted(verify.items())]
     bad = []
+    verified = {}
     for rel, path, expected in paths:
         try:
             st = os.lstat(path)
             got = sha256_file(path) if stat.S_ISREG(st.st_mode) else None
+            after = os.lstat(path)
+            if got is not None and (after.st_ino, after.st_size, after.st_mtime_ns) == (
+                st.st_ino,
+                st.st_size,
+                st.st_mtime_ns,
+            ):
+                verified[path] = (st.st_ino, st.st_size, st.st_mtime_ns, got)
         except OSError:
             got = None
         if got != expected:
@@ -464,6 +564,7 @@ def _check_uploads(base, verify):
             except OSError:
                 pass
         raise VerifyMismatch(bad[0][0], bad[0][1], bad[0][2], len(bad))
+    return verified
 
 
 def apply_changes(
@@ -507,11 +608,18 @@ def apply_changes(
         if stat.S_ISDIR(st.st_mode):
             raise AgentError("refusing to remove a directory: %s" % rel)
         plan_rm.append(path)
-    if verify:
-        _check_uploads(base, verify)
+    verified = _check_uploads(base, verify) if verify else {}
+    known = {}
+    inv_prefix = os.path.join(inv_path, "") if inv_path is not None else None
     for src, dst in plan_ren:
         _makedirs_inside(base, os.path.dirname(dst))
         os.replace(src, dst)
+        seen = verified.get(src)
+        if seen is not None and inv_prefix is not None and dst.startswith(inv_prefix):
+            st = os.lstat(dst)  # fresh key: the rename changed the path and the ctime
+            if stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns) == seen[:3]:
+                rel = dst[len(inv_prefix) :].replace(os.sep, "/")
+                known[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, seen[3]]
     removed = 0
     parents = set()
     for path in plan_rm:
@@ -533,7 +641,7 @@ def apply_changes(
             current = os.path.dirname(current)
     out = {"renamed": len(plan_ren), "removed": removed, "pruned": pruned}
     if inv_path is not None:
-        out["inventory"] = inventory(inv_path, True, parquet_stats, cache_path)
+        out["inventory"] = inventory(inv_path, True, parquet_stats, cache_path, known)
     return out
 
 

@@ -47,7 +47,7 @@ from usrbatch.transport.ssh_connect import MAX_PACKET, WINDOW_SIZE, Connection, 
 from usrbatch.transport.ssh_lease import SshLease, hold_lease
 
 T = TypeVar("T")
-READ_SEGMENT = 8 * 1024 * 1024  # bytes requested ahead per prefetch round (bounded memory)
+READ_SEGMENT = 4 * 1024 * 1024  # bytes requested ahead per prefetch round per session (bounded memory)
 READ_BLOCK = 1024 * 1024
 WRITE_BLOCK = 1024 * 1024
 DEFAULT_RETRIES = 4
