@@ -20,7 +20,8 @@ import yaml
 
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.jobs.control import cancel_loop, wait_loop
-from usrbatch.jobs.loop import load_spec, load_state
+from usrbatch.jobs.loop import load_spec, load_state, save_state
+from usrbatch.jobs.scheduler import make_scheduler
 from usrbatch.jobs.status import loop_status
 from usrbatch.jobs.submit import submit_loop
 
@@ -182,3 +183,55 @@ def test_dry_run_shows_dependencies(sched: str, flag: str, workspace: Path) -> N
     assert len(result.submitted) == 4
     assert f"{flag}i001-01-a " in text and f"{flag}i001-02-sync-push " in text and f"{flag}i002-01-a " in text
     assert not spec.loop_dir.exists()
+
+
+class _CrashOnSubmit:
+    """The real scheduler, except that submit dies first (the submitter was killed mid-submit)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def submit(self, _req: object) -> str:
+        raise KeyboardInterrupt("killed mid-submit")
+
+
+def test_recovery_by_name_ignores_a_same_named_loop_elsewhere(scheduler: str, tmp_path: Path) -> None:
+    """Two loops with the same name under two roots: loop B's lost submit must not adopt loop
+    A's queued job of the same name; B's job is submitted afresh."""
+    specs = []
+    for side in ("a", "b"):
+        ws = tmp_path / side
+        init_dataset(ws / "local", "ns/demo")
+        (ws / "cluster").mkdir()
+        (ws / "remotes.yaml").write_text(
+            yaml.safe_dump({"remotes": {"hpc": {"type": "local", "base_dir": str(ws / "cluster")}}})
+        )
+        steps = [{"kind": "shell", "name": "work", "command": "sleep 30" if side == "a" else "true"}]
+        specs.append(load_spec(_write(ws, scheduler, "same", steps, iterations=1)))
+    loop_a, loop_b = specs
+    assert loop_a.loop_id == loop_b.loop_id and loop_a.loop_dir != loop_b.loop_dir
+    try:
+        submit_loop(loop_a, emit=lambda _m: None)
+        a_id = load_state(loop_a.loop_dir).jobs[0].scheduler_id
+        crashing = _CrashOnSubmit(make_scheduler(scheduler, loop_dir=loop_b.loop_dir))
+        with pytest.raises(KeyboardInterrupt):
+            submit_loop(loop_b, emit=lambda _m: None, scheduler=crashing)  # type: ignore[arg-type]
+        assert load_state(loop_b.loop_dir).jobs[0].status == "submitting"
+        result = submit_loop(loop_b, emit=lambda _m: None)
+        assert result.recovered == [] and result.submitted == ["i001-01-work"]
+        if scheduler != "local":  # local ids count per loop dir, so both loops have job "1"
+            assert load_state(loop_b.loop_dir).jobs[0].scheduler_id != a_id
+        assert wait_loop(loop_b.loop_dir, timeout=TIMEOUT).state == "completed"
+        # A re-run of loop A still recognises its own queued job: nothing new is submitted.
+        state = load_state(loop_a.loop_dir)
+        state.jobs[0].status, state.jobs[0].scheduler_id = "submitting", None
+        save_state(loop_a.loop_dir, state)
+        again = submit_loop(loop_a, emit=lambda _m: None)
+        assert again.recovered == ["i001-01-work"] and again.submitted == []
+        assert load_state(loop_a.loop_dir).jobs[0].scheduler_id == a_id
+    finally:
+        cancel_loop(loop_a.loop_dir)
+        cancel_loop(loop_b.loop_dir)

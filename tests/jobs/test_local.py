@@ -61,7 +61,8 @@ def test_cancel_running_and_waiting_jobs(tmp_path: Path) -> None:
 def test_find_by_name_and_unknown_ids(tmp_path: Path) -> None:
     s = LocalScheduler(tmp_path / "sched")
     a = _submit(s, tmp_path, "named", "true")
-    assert s.find_by_name("named") == [a]
-    assert s.find_by_name("other") == []
+    assert s.find_by_name("named", tmp_path / "named.sh") == [a]
+    assert s.find_by_name("named", tmp_path / "elsewhere.sh") == []  # same name, another script
+    assert s.find_by_name("other", tmp_path / "named.sh") == []
     assert s.status(["999"])["999"].state == "unknown"
     s.wait([a], timeout=30)

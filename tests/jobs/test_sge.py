@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from usrbatch.jobs.scheduler import COMPLETED, ERROR_HELD, FAILED, HELD, PENDING, RUNNING, SubmitRequest
-from usrbatch.jobs.sge import SgeScheduler, parse_qacct, parse_qstat_names, parse_qstat_xml
+from usrbatch.jobs.sge import (
+    SgeScheduler,
+    parse_qacct,
+    parse_qstat_names,
+    parse_qstat_xml,
+    parse_script_files,
+)
 
 QSTAT = """<?xml version='1.0'?>
 <job_info>
@@ -53,3 +59,15 @@ def test_submit_command_holds_on_predecessors(tmp_path) -> None:
     argv = SgeScheduler().submit_command(req)
     assert argv[:4] == ["qsub", "-terse", "-S", "/bin/bash"]
     assert argv[argv.index("-hold_jid") + 1] == "7,8" and argv[-1] == str(tmp_path / "s.sh")
+
+
+def test_parse_script_files_from_qstat_j_xml() -> None:
+    text = """<?xml version='1.0'?>
+<detailed_job_info>
+  <djob_info>
+    <element><JB_job_number>152</JB_job_number><JB_script_file>/a/scripts/x.sh</JB_script_file></element>
+    <element><JB_job_number>153</JB_job_number><JB_script_file>/b/scripts/x.sh</JB_script_file></element>
+  </djob_info>
+</detailed_job_info>"""
+    assert parse_script_files(text) == {"152": "/a/scripts/x.sh", "153": "/b/scripts/x.sh"}
+    assert parse_script_files("") == {}

@@ -160,12 +160,13 @@ class LocalScheduler:
             if (job_dir / "supervisor.pid").exists() and not _alive(job_dir / "supervisor.pid", job_dir):
                 _finish(job_dir, CANCELLED, None, "cancelled")
 
-    def find_by_name(self, name: str) -> list[str]:
+    def find_by_name(self, name: str, script: Path) -> list[str]:
         found = []
+        wanted = str(script)
         if self.workdir.exists():
             for meta_path in self.workdir.glob("*/meta.json"):
                 meta = _read_json(meta_path)
-                if meta and meta.get("name") == name:
+                if meta and meta.get("name") == name and meta.get("script") == wanted:
                     found.append(meta["id"])
         return sorted(found, key=int)
 

@@ -73,8 +73,10 @@ class Scheduler(Protocol):
         """Cancel these jobs (unknown or finished ids are ignored)."""
         ...
 
-    def find_by_name(self, name: str) -> list[str]:
-        """Ids of jobs with exactly this name (to recover a submit whose id was never recorded)."""
+    def find_by_name(self, name: str, script: Path) -> list[str]:
+        """Ids of queued or running jobs with exactly this name submitted from this script file
+        (to recover a submit whose id was never recorded). The script path tells two loops with
+        the same name apart; jobs that already ended are found through the loop's audit log."""
         ...
 
 

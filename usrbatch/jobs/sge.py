@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from pathlib import Path
 
 from usrbatch.errors import JobError
 from usrbatch.jobs.scheduler import (
@@ -45,6 +46,19 @@ def parse_qstat_xml(text: str) -> dict[str, JobInfo]:
         native = (job.findtext("state") or "").strip()
         if number:
             out[number] = JobInfo(job_id=number, state=_native_to_state(native), native_state=native)
+    return out
+
+
+def parse_script_files(text: str) -> dict[str, str]:
+    """Job id -> submitted script path from `qstat -j ID[,ID...] -xml`."""
+    out: dict[str, str] = {}
+    if not text.strip():
+        return out
+    for job in ET.fromstring(text).iter("element"):
+        number = (job.findtext("JB_job_number") or "").strip()
+        script = (job.findtext("JB_script_file") or "").strip()
+        if number and script:
+            out[number] = script
     return out
 
 
@@ -152,11 +166,10 @@ class SgeScheduler:
         if ids:
             run_command(["qdel", *[str(i) for i in ids]], check=False)
 
-    def find_by_name(self, name: str) -> list[str]:
-        names = parse_qstat_names(run_command(["qstat", "-u", "*", "-xml"]).stdout)
-        found = list(names.get(name, []))
-        if not found:
-            proc = run_command(["qacct", "-j", name], check=False)
-            if proc.returncode == 0:
-                found = sorted(parse_qacct(proc.stdout), key=int)
-        return found
+    def find_by_name(self, name: str, script: Path) -> list[str]:
+        candidates = parse_qstat_names(run_command(["qstat", "-u", "*", "-xml"]).stdout).get(name, [])
+        if not candidates:
+            return []
+        detail = run_command(["qstat", "-j", ",".join(candidates), "-xml"], check=False).stdout
+        wanted = str(Path(script).absolute())
+        return sorted((i for i, f in parse_script_files(detail).items() if f == wanted), key=int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from usrbatch.errors import JobError
 from usrbatch.jobs.scheduler import (
@@ -138,7 +139,12 @@ class SlurmScheduler:
         if ids:
             run_command(["scancel", *[str(i) for i in ids]], check=False)
 
-    def find_by_name(self, name: str) -> list[str]:
-        proc = run_command(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i"], check=False)
-        found = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-        return sorted(set(found), key=lambda s: int(s) if s.isdigit() else 0)
+    def find_by_name(self, name: str, script: Path) -> list[str]:
+        proc = run_command(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i|%o"], check=False)
+        wanted = str(Path(script).absolute())
+        found = set()
+        for line in proc.stdout.splitlines():
+            job_id, _, command = line.strip().partition("|")
+            if job_id and command.strip() == wanted:
+                found.add(job_id)
+        return sorted(found, key=lambda s: int(s) if s.isdigit() else 0)

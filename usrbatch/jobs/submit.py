@@ -2,7 +2,8 @@
 
 The state file is written before each submit ("submitting", no id) and after it ("submitted",
 id), under an exclusive lock on the loop dir. A re-run skips submitted jobs; a job left
-"submitting" is looked up by name on the scheduler before it is submitted again.
+"submitting" is looked up on the scheduler (same name AND same script file, so a same-named loop
+under another root is never adopted) and in the loop's audit log before it is submitted again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from usrbatch.jobs.loop import (
 )
 from usrbatch.jobs.record import jobs_dir, read_outcome
 from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, make_scheduler
+from usrbatch.jobs.status import iter_audit
 
 SGE_FAIL_EXIT = 100  # SGE puts a job exiting 100 in Eqw, and its -hold_jid dependents stay held
 
@@ -41,6 +43,18 @@ def script_path(loop_dir: Path, key: str) -> Path:
 
 def log_path(loop_dir: Path, key: str) -> Path:
     return loop_dir / "logs" / f"{key}.log"
+
+
+def _recover_ids(sched: Scheduler, loop_dir: Path, job: JobRecord) -> list[str]:
+    """Ids of this job's lost submit: queued or running under its name AND from this loop's
+    script file (a same-named loop elsewhere is not adopted), or already started, as this
+    loop's audit log says (jobs that ended are no longer in the queue)."""
+    found = set(sched.find_by_name(job.name, script_path(loop_dir, job.key)))
+    for line in iter_audit(loop_dir):
+        if line.get("event") == "job.started" and line.get("job_key") == job.key and line.get("job_id"):
+            found.add(str(line["job_id"]))
+    fresh = [i for i in found if i not in job.previous_ids]
+    return sorted(fresh, key=lambda i: (len(i), i))
 
 
 def step_of(spec: LoopSpec, name: str) -> StepSpec:
@@ -263,8 +277,7 @@ def submit_loop(
                 result.skipped.append(job.key)
                 continue
             if job.status == "submitting":
-                found = sched.find_by_name(job.name)
-                found = [i for i in found if i not in job.previous_ids]
+                found = _recover_ids(sched, loop_dir, job)
                 if found:
                     job.status, job.scheduler_id = "submitted", found[-1]
                     job.submitted_at = job.submitted_at or now_utc()
