@@ -71,7 +71,11 @@ class RemoteConfig:
     def to_yaml(self) -> dict[str, Any]:
         """The mapping written under `remotes.<name>` (every key of the type, nulls included)."""
         if self.type == "local":
-            return {"type": "local", "base_dir": self.base_dir}
+            out: dict[str, Any] = {"type": "local", "base_dir": self.base_dir}
+            for key in ("repo_root", "local_repo_root"):  # FILE mode roots, only when set
+                if getattr(self, key):
+                    out[key] = getattr(self, key)
+            return out
         return {
             "type": "ssh",
             "host": self.host,
@@ -147,7 +151,13 @@ def parse_remote(name: str, raw: Any) -> RemoteConfig:
         if raw.get(key) in (None, ""):
             raise RemoteConfigError(f"Remote '{name}' missing required key: '{key}'")
     if kind == "local":
-        return RemoteConfig(name=name, type="local", base_dir=str(raw["base_dir"]))
+        return RemoteConfig(
+            name=name,
+            type="local",
+            base_dir=str(raw["base_dir"]),
+            repo_root=_opt_str(raw.get("repo_root")),
+            local_repo_root=_opt_str(raw.get("local_repo_root")),
+        )
     port_raw = raw.get("port", 22)
     try:
         port = int(22 if port_raw is None else port_raw)

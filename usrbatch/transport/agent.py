@@ -19,6 +19,9 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              verified uploads enter its hash cache under the renamed file's fresh lstat key, so
              their bytes are not hashed a second time.
   hash:      size, mtime_ns and sha256 of the given relative paths (regular files only).
+  stat:      one path (FILE mode): its kind (file, missing, symlink, directory, special), and for
+             a regular file size, mtime_ns, sha256 (hash cache of its directory) and optional
+             parquet rows/cols; never follows a symlink.
   mkdir:     create the given relative dirs (and parents).
   probe:     python/pyarrow versions and the tools doctor checks; base_dir existence/writability.
   lease:     hold `<dir>/.usr.lock` (+ `.events.lock` shared/exclusive) with a timeout, print
@@ -663,6 +666,58 @@ def hash_paths(base, paths):
     return {"files": out}
 
 
+def stat_path(base, rel, hashes=True, parquet_stats=False, cache_path=None):
+    """FILE mode: what `base/rel` is, without following it.
+
+    {"kind": "file"|"missing"|"symlink"|"directory"|"special", "size", "mtime_ns", "sha256",
+     "shape": [rows, cols]|None, "hashed_bytes"}; the numbers are None unless kind is "file".
+    The hash comes from the hash cache of rel's directory when its lstat key matches, and a file
+    that changes while it is hashed is an error (AgentError), never a wrong answer.
+    """
+    base = expand_base(base)
+    out = {"kind": "missing", "size": None, "mtime_ns": None, "sha256": None, "shape": None}
+    out["hashed_bytes"] = 0
+    if not os.path.isdir(base):  # follows links: a symlinked base_dir is fine
+        if os.path.lexists(base):
+            raise AgentError("base_dir is not a directory: %s" % base)
+        check_rel(rel, "stat path")
+        return out  # a file in a directory that does not exist (yet)
+    path = resolve_under(base, rel, "stat path")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return out
+    except NotADirectoryError:
+        raise AgentError("a parent of %r is not a directory" % (rel,)) from None
+    if stat.S_ISLNK(st.st_mode):
+        out["kind"] = "symlink"
+        return out
+    if stat.S_ISDIR(st.st_mode):
+        out["kind"] = "directory"
+        return out
+    if not stat.S_ISREG(st.st_mode):
+        out["kind"] = "special"
+        return out
+    out.update(kind="file", size=st.st_size, mtime_ns=st.st_mtime_ns)
+    if hashes:
+        directory, name = os.path.split(path)
+        cache_path = cache_path or default_cache_path(directory)
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        hit = load_cache(cache_path).get(name)
+        if hit and hit[:4] == key:
+            out["sha256"] = hit[4]
+        else:
+            out["sha256"] = sha256_file(path)
+            out["hashed_bytes"] = st.st_size
+            after = os.lstat(path)
+            if [after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino] != key:
+                raise AgentError("%r changed while it was hashed; retry when it is quiet" % (rel,))
+            remember_hashes(directory, {name: key + [out["sha256"]]}, cache_path)
+    if parquet_stats:
+        out["shape"] = parquet_shape(path)
+    return out
+
+
 def make_dirs(base, paths):
     base = expand_base(base)
     os.makedirs(base, exist_ok=True)
@@ -874,6 +929,13 @@ OPS = {
         req.get("cache_path"),
     ),
     "hash": lambda req: hash_paths(req["base"], req.get("paths", [])),
+    "stat": lambda req: stat_path(
+        req["base"],
+        req["rel"],
+        req.get("hashes", True),
+        req.get("parquet_stats", False),
+        req.get("cache_path"),
+    ),
     "mkdir": lambda req: make_dirs(req["base"], req.get("paths", [])),
     "probe": lambda req: probe(req.get("base")),
 }

@@ -57,6 +57,45 @@ class Inventory:
         )
 
 
+FileKind = Literal["file", "missing", "symlink", "directory", "special"]
+FILE_KINDS = ("file", "missing", "symlink", "directory", "special")
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """One path as `stat_file` found it (FILE mode). Numbers are None unless kind is "file";
+    `sha256` only when hashes were asked for, `shape` (rows, cols) only with parquet_stats and a
+    readable parquet footer."""
+
+    kind: FileKind
+    size: int | None = None
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    shape: tuple[int, int] | None = None
+    hashed_bytes: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return self.kind != "missing"
+
+    @classmethod
+    def from_agent(cls, data: dict) -> FileStat:
+        """Build from the agent's `stat` answer, refusing a kind it does not know."""
+        kind = str(data.get("kind"))
+        if kind not in FILE_KINDS:
+            raise TransferError(f"remote stat returned an unknown file kind {kind!r}.")
+        shape = data.get("shape")
+        size, mtime = data.get("size"), data.get("mtime_ns")
+        return cls(
+            kind=kind,  # type: ignore[arg-type]
+            size=None if size is None else int(size),
+            mtime_ns=None if mtime is None else int(mtime),
+            sha256=data.get("sha256"),
+            shape=(int(shape[0]), int(shape[1])) if shape else None,
+            hashed_bytes=int(data.get("hashed_bytes", 0)),
+        )
+
+
 @dataclass(frozen=True)
 class Transfer:
     """One file to move. `remote` is relative to base_dir; `local` is absolute on this machine.
@@ -122,6 +161,12 @@ class Transport(Protocol):
         parents and replacing dst atomically; then remove each path in `removals` and prune
         directories left empty. With `inventory` (a dataset dir) return its post-apply
         Inventory from the same round trip (`parquet_stats` as for `inventory()`), else None."""
+        ...
+
+    def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
+        """What `<base_dir>/<rel>` is (FILE mode), never following a symlink: kind, and for a
+        regular file its size, mtime and (with `hashes`) sha256, plus rows/cols with
+        `parquet_stats`. Raises TransferError when rel's parent chain leaves base_dir."""
         ...
 
     def lease(

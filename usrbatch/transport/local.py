@@ -19,7 +19,14 @@ from pathlib import Path
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import TransferError, VerificationError
 from usrbatch.transport import agent
-from usrbatch.transport.base import EventLockMode, Inventory, ProgressFn, Transfer, validate_relpath
+from usrbatch.transport.base import (
+    EventLockMode,
+    FileStat,
+    Inventory,
+    ProgressFn,
+    Transfer,
+    validate_relpath,
+)
 
 CHUNK = 1024 * 1024
 ATTEMPTS = 2  # a sha mismatch after resuming is retried once from scratch
@@ -100,6 +107,24 @@ class LocalTransport:
         except agent.AgentError as exc:
             raise TransferError(f"apply on {self.label} refused: {exc}") from None
         return Inventory.from_agent(out["inventory"]) if "inventory" in out else None
+
+    # -- stat_file ---------------------------------------------------------------------------
+    def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
+        """The agent's `stat` op in-process (FILE mode)."""
+        target = self._abs(rel)
+        try:
+            data = agent.stat_path(
+                str(self.base_dir),
+                validate_relpath(rel, what="stat path"),
+                hashes,
+                parquet_stats,
+                self._cache_path(target.parent),
+            )
+        except agent.AgentError as exc:
+            raise TransferError(f"stat on {self.label} refused: {exc}") from None
+        except OSError as exc:
+            raise TransferError(f"Cannot stat {target}: {exc.strerror or exc}") from None
+        return FileStat.from_agent(data)
 
     # -- lease -------------------------------------------------------------------------------
     @contextmanager

@@ -41,7 +41,14 @@ from usrbatch.auditlog import get_logger
 from usrbatch.errors import RemoteUnavailableError, TransferError, UsrError, VerificationError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.transport import ssh_shell
-from usrbatch.transport.base import EventLockMode, Inventory, ProgressFn, Transfer, validate_relpath
+from usrbatch.transport.base import (
+    EventLockMode,
+    FileStat,
+    Inventory,
+    ProgressFn,
+    Transfer,
+    validate_relpath,
+)
 from usrbatch.transport.ssh_config import SshEndpoint, resolve_endpoint
 from usrbatch.transport.ssh_connect import MAX_PACKET, WINDOW_SIZE, Connection, open_connection
 from usrbatch.transport.ssh_lease import SshLease, hold_lease
@@ -451,6 +458,18 @@ class SshTransport:
             ) from exc
         return Inventory.from_agent(result["inventory"]) if inv_rel is not None else None
 
+    def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
+        """ONE exec of the agent's `stat` op (FILE mode); needs python3 on the remote."""
+        request = {
+            "op": "stat",
+            "base": self.remote.base_dir,
+            "rel": validate_relpath(rel, what="stat path"),
+            "hashes": hashes,
+            "parquet_stats": parquet_stats,
+        }
+        data = self._retry(lambda: self._agent(request, "stat"), what="stat", path=request["rel"])
+        return FileStat.from_agent(data)
+
     def probe(self) -> dict:
         """ONE exec of the agent's `probe` op (versions/tools; base_dir exists and is writable)."""
         return self._agent({"op": "probe", "base": self.remote.base_dir}, "probe")
@@ -607,7 +626,10 @@ class SshTransport:
             validate_relpath(item.remote, what="remote path")
             if not Path(item.local).is_file():
                 raise TransferError(f"Local file to upload is missing: {item.local}")
-        parents = {posixpath.dirname(validate_relpath(i.remote)) for i in items} - {""}
+        parents = {posixpath.dirname(validate_relpath(i.remote)) for i in items}
+        if "" in parents:  # a file directly under base_dir (FILE mode): base_dir itself, mkdir -p
+            self._retry(self._sftp_makedirs_base, what="mkdir", path=self.remote.base_dir)
+        parents.discard("")
         self._retry(lambda: self._sftp_makedirs(sorted(parents)), what="mkdir", path=f"{len(parents)} dir(s)")
         resumed: set[str] = set()
 
@@ -633,6 +655,32 @@ class SshTransport:
                 f"Uploaded {first[0]} does not match on {self.label}: remote sha256 {first[1]} "
                 f"({len(bad)} file(s) failed verification)."
             )
+
+    def _sftp_makedirs_base(self) -> None:
+        """Create base_dir and its missing ancestors over SFTP (one lstat when it exists)."""
+        base = self._base_for_sftp()
+        with self._sftp() as sftp:
+            missing: list[str] = []
+            path = base
+            while True:
+                try:
+                    st = sftp.stat(path)  # follows links: a symlinked base_dir is fine
+                except FileNotFoundError:
+                    missing.append(path)
+                    parent = posixpath.dirname(path)
+                    if parent in (path, ""):
+                        break
+                    path = parent
+                    continue
+                if not stat.S_ISDIR(st.st_mode or 0) and path == base:
+                    raise TransferError(f"Remote path is not a directory: {path} on {self.target}")
+                break
+            for path in reversed(missing):
+                try:
+                    sftp.mkdir(path)
+                except OSError:
+                    if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):  # lost a race: fine if a dir
+                        raise
 
     def _sftp_makedirs(self, rel_dirs: Sequence[str]) -> None:
         """Create `<base>/<rel>` (and missing parents) for each rel over SFTP: one stat for a dir
