@@ -385,3 +385,40 @@ def test_events_tail_all_streams_and_checks_every_line_first(populated) -> None:
     assert code == 2 and out.startswith("ERROR: Invalid JSONL event line: "), out  # nothing printed first
     code, out = cli("events", "tail", "ns/demo", "-n", "-1")
     assert (code, out) == (2, "ERROR: --n must be >= 0 (0 = all lines).\n")
+
+
+def test_head_hides_tombstoned_rows_unless_include_deleted(populated) -> None:
+    """A tombstone written by the public tool (`_derived/usr.parquet`, usr__deleted true) hides
+    the row from head; --include-deleted shows it and the usr__deleted* columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cli, root, _ = populated
+    ds = root / "ns" / "demo"
+    ids = pq.read_table(ds / "records.parquet", columns=["id"])["id"].to_pylist()
+    (ds / "_derived").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "id": [ids[0]],
+                "usr__deleted": [True],
+                "usr__deleted_at": pa.array([1_700_000_000_000_000], pa.timestamp("us", tz="UTC")),
+                "usr__deleted_reason": ["bad"],
+            }
+        ).replace_schema_metadata({"usr:overlay_namespace": "usr", "usr:overlay_key": "id"}),
+        ds / "_derived" / "usr.parquet",
+    )
+    code, out = cli("head", "ns/demo", "--columns", "sequence")
+    assert code == 0, out
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ids[1:]
+    code, out = cli(
+        "head", "ns/demo", "-n", "1", "--include-deleted", "--columns", "usr__deleted,usr__deleted_at"
+    )
+    assert code == 0, out
+    assert out.splitlines()[1].split() == [ids[0], "true", "2023-11-14T22:13:20+00:00"]
+    code, out = cli("head", "ns/demo", "--columns", "usr__deleted")
+    assert (
+        code == 2 and "ERROR: Tombstone column(s) usr__deleted are shown only with --include-deleted" in out
+    )
+    code, out = cli("validate", "ns/demo", "--strict")  # the reserved namespace needs no registration
+    assert code == 0 and out.startswith("OK: dataset 'ns/demo' is valid"), out

@@ -17,14 +17,19 @@ import click
 from usrbatch.cli.common import UsrContext, pass_usr
 from usrbatch.dataset import events as ev
 from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
-from usrbatch.dataset.overlays import attach, read_dataset
-from usrbatch.dataset.preview import ellipsize, format_cell, rank_columns, render_table
+from usrbatch.dataset.overlays import attach
+from usrbatch.dataset.preview import (
+    WIDE_LIMIT,
+    ellipsize,
+    format_cell,
+    head_dataset,
+    render_table,
+    table_rows,
+)
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import open_dataset
 from usrbatch.dataset.registry import load_registry, register_namespace
 from usrbatch.errors import DatasetError, EventLogError, UsrError
-
-WIDE_LIMIT = 6
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -208,6 +213,9 @@ def attach_cmd(
 @click.argument("dataset")
 @click.option("-n", "n", default=10, show_default=True, type=int, help="Rows to show.")
 @click.option("--columns", default=None, help="Comma-separated columns to show.")
+@click.option(
+    "--include-deleted", is_flag=True, help="Also show tombstoned rows (and the usr__deleted* columns)."
+)
 @click.option("--raw", is_flag=True, help="Print cells without prettifying.")
 @click.option("--max-colwidth", default=80, show_default=True, type=int)
 @click.option("--max-list-items", default=6, show_default=True, type=int)
@@ -218,12 +226,13 @@ def head_cmd(
     dataset: str,
     n: int,
     columns: str | None,
+    include_deleted: bool,
     raw: bool,
     max_colwidth: int,
     max_list_items: int,
     precision: int,
 ) -> None:
-    """Show the first rows of DATASET (base + overlays)."""
+    """Show the first rows of DATASET (base + overlays; tombstoned rows hidden)."""
     if n < 0:
         raise DatasetError("head row count must be >= 0.")
     for option, value, least in (
@@ -233,15 +242,16 @@ def head_cmd(
     ):
         if value < least:
             raise UsrError(f"head {option} must be >= {least} (got {value}).")
-    wanted = _csv_list(columns)
-    table = read_dataset(open_dataset(usr.root, dataset), wanted).slice(0, n)
-    if wanted:
-        names = [c for c in ["id", *wanted] if c in table.column_names]
-        names = list(dict.fromkeys(names))
-    else:
-        names = rank_columns(table.column_names)[:WIDE_LIMIT]
+    result = head_dataset(
+        open_dataset(usr.root, dataset),
+        n,
+        _csv_list(columns),
+        include_deleted=include_deleted,
+        max_columns=WIDE_LIMIT,
+    )
+    names = result.columns
     rows = []
-    for record in table.select(names).to_pylist():
+    for record in table_rows(result.table):
         cells = []
         for name in names:
             value = record[name]

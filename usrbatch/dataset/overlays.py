@@ -9,7 +9,12 @@ everything before the first write. Decisions (see the module's tests):
 * Overlays are always written keyed by `id`: `--key sequence|sequence_ci` input is mapped to ids
   through the base table first. Reads also accept public overlays keyed by `sequence`.
 * Reads merge the compact file and every part per (id, column), ordered by `usr:overlay_created_at`
-  then filename; the newest writer wins.
+  then filename; the newest writer wins. `read_dataset` loads every file; `read_overlay_rows`
+  applies the same merge (`_merge_sources`) to the rows of chosen ids only, scanning each file
+  batch-wise, which is what `usr head` uses.
+* Tombstones are the public tool's: rows of the reserved `usr` namespace (`_derived/usr.parquet`,
+  columns usr__deleted/_at/_reason). A row is deleted when its newest `usr__deleted` is true
+  (`restore` writes false). `usr_state__masked` is record state, not a deletion.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from usrbatch.dataset.registry import (
     parse_type,
     render_type,
 )
+from usrbatch.dataset.scan import all_false, int64_array, iter_parquet_batches, null_as_false
 from usrbatch.errors import DatasetError, SchemaError
 
 JOIN_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")
@@ -318,7 +324,7 @@ def _merge_compact(existing: pa.Table, incoming: pa.Table, spec: NamespaceSpec) 
     )
 
 
-def _unreadable(path: Path, exc: Exception) -> DatasetError:
+def overlay_unreadable(path: Path, exc: Exception) -> DatasetError:
     return DatasetError(f"Overlay {path} is not a readable parquet file ({exc}). Remove or restore it.")
 
 
@@ -327,7 +333,7 @@ def _read_overlay_schema(path: Path) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _unreadable(path, exc) from exc
+        raise overlay_unreadable(path, exc) from exc
 
 
 def _read_overlay_table(path: Path) -> pa.Table:
@@ -335,7 +341,7 @@ def _read_overlay_table(path: Path) -> pa.Table:
     try:
         return S.read_parquet(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise _unreadable(path, exc) from exc
+        raise overlay_unreadable(path, exc) from exc
 
 
 def _part_name() -> str:
@@ -604,59 +610,91 @@ def write_overlay_part(
 # Reading
 
 
+TOMBSTONE_NAMESPACE = "usr"
+TOMBSTONE_COLUMNS = ("usr__deleted", "usr__deleted_at", "usr__deleted_reason")
+TOMBSTONE_TYPES = {
+    "id": pa.string(),
+    "usr__deleted": pa.bool_(),
+    "usr__deleted_at": pa.timestamp("us", tz="UTC"),
+    "usr__deleted_reason": pa.string(),
+}
+
+
 @dataclass(frozen=True)
 class OverlaySource:
     namespace: str
     path: Path
     created_at: str
     is_part: bool
+    schema: pa.Schema | None = field(default=None, compare=False, repr=False)
 
 
 def overlay_sources(ref: DatasetRef) -> dict[str, list[OverlaySource]]:
-    """Overlay files per namespace, oldest first (created_at, then filename)."""
+    """Overlay files per namespace, oldest first (created_at, then filename); footers only."""
     base = derived_dir(ref)
     found: dict[str, list[OverlaySource]] = {}
     if not base.is_dir():
         return found
 
-    def created(path: Path) -> str:
-        meta = S.read_metadata(_read_overlay_schema(path))
-        return meta.get(S.META_OVERLAY_CREATED_AT) or S.iso_utc(
+    def source(namespace: str, path: Path, is_part: bool) -> OverlaySource:
+        schema = _read_overlay_schema(path)
+        created = S.read_metadata(schema).get(S.META_OVERLAY_CREATED_AT) or S.iso_utc(
             S.dt.datetime.fromtimestamp(path.stat().st_mtime, S.dt.UTC)
         )
+        return OverlaySource(namespace, path, created, is_part, schema)
 
     for entry in sorted(base.iterdir()):
         if entry.name.startswith((".", "_")):
             continue
         if entry.is_file() and entry.suffix == ".parquet":
-            found.setdefault(entry.stem, []).append(OverlaySource(entry.stem, entry, created(entry), False))
+            found.setdefault(entry.stem, []).append(source(entry.stem, entry, False))
         elif entry.is_dir():
             for part in sorted(entry.glob("part-*.parquet")):
-                found.setdefault(entry.name, []).append(OverlaySource(entry.name, part, created(part), True))
+                found.setdefault(entry.name, []).append(source(entry.name, part, True))
     for sources in found.values():
         sources.sort(key=lambda s: (s.created_at, s.path.name))
     return found
 
 
-def _source_by_id(table: pa.Table, base: pa.Table) -> pa.Table:
-    key = _table_key(table)
-    if key == "id" and "id" in table.column_names:
-        return table
-    if key in table.column_names or "sequence" in table.column_names:
-        column = key if key in table.column_names else "sequence"
-        keys = pc.utf8_trim_whitespace(table[column].cast(pa.string()))
-        base_seq = pc.utf8_trim_whitespace(base["sequence"])
-        if key == "sequence_ci":
-            keys, base_seq = pc.utf8_upper(keys), pc.utf8_upper(base_seq)
-        ids = pc.take(base["id"], pc.index_in(keys, value_set=base_seq.combine_chunks()))
-        rest = table.drop_columns([column])
-        return rest.add_column(0, "id", ids).filter(pc.is_valid(ids))
+def source_key(schema: pa.Schema) -> tuple[str, str]:
+    """(join key, key column) of an overlay file: `id`, or a sequence key mapped through the base.
+
+    DatasetError when the file has neither its declared key column nor a `sequence` column.
+    """
+    key = S.read_metadata(schema).get(S.META_OVERLAY_KEY) or ("id" if "id" in schema.names else "sequence")
+    if key == "id" and "id" in schema.names:
+        return key, "id"
+    if key in schema.names or "sequence" in schema.names:
+        return key, key if key in schema.names else "sequence"
     raise DatasetError(f"Overlay has no key column '{key}'. Remove or rewrite it.")
 
 
-def read_overlay(ref: DatasetRef, namespace: str, sources: list[OverlaySource], base: pa.Table) -> pa.Table:
-    """One namespace's overlay as (id, columns...), merged per cell: the newest writer wins."""
-    tables = [_source_by_id(_read_overlay_table(s.path), base) for s in sources]
+def source_columns(schema: pa.Schema) -> list[str]:
+    """The value columns an overlay file contributes (everything but its key column and id)."""
+    _key, column = source_key(schema)
+    return [n for n in schema.names if n not in (column, "id")]
+
+
+def _sequence_keys(values: pa.Array | pa.ChunkedArray, key: str) -> pa.Array | pa.ChunkedArray:
+    """Sequence keys as joined: whitespace-trimmed, upper-cased for `sequence_ci`."""
+    keys = pc.utf8_trim_whitespace(values.cast(pa.string()))
+    return pc.utf8_upper(keys) if key == "sequence_ci" else keys
+
+
+def _source_by_id(table: pa.Table, base: pa.Table) -> pa.Table:
+    key, column = source_key(table.schema)
+    if column == "id":
+        return table
+    keys = _sequence_keys(table[column], key)
+    base_seq = _sequence_keys(base["sequence"], key)
+    ids = pc.take(base["id"], pc.index_in(keys, value_set=base_seq.combine_chunks()))
+    rest = table.drop_columns([column])
+    return rest.add_column(0, "id", ids).filter(pc.is_valid(ids))
+
+
+def _merge_sources(namespace: str, tables: list[pa.Table]) -> pa.Table:
+    """(id, columns...) of keyed tables given oldest first: per (id, column) the last row of the
+    newest table holding that column wins (a null there too). The one merge rule of every read."""
     all_ids = pc.unique(
         pa.chunked_array([c for t in tables for c in t["id"].cast(pa.string()).chunks], type=pa.string())
     )
@@ -679,12 +717,73 @@ def read_overlay(ref: DatasetRef, namespace: str, sources: list[OverlaySource], 
         ids = pa.chunked_array(
             [c for t in having for c in t["id"].cast(pa.string()).chunks], type=pa.string()
         )
-        stacked = pa.table({"id": ids, "__ord": pa.array(range(len(ids)), pa.int64())})
-        winners = stacked.group_by("id", use_threads=False).aggregate([("__ord", "max")])
-        win_ids = winners["id"].combine_chunks()
-        win_values = pc.take(values, winners["__ord_max"])
-        arrays.append(pc.take(win_values, pc.index_in(all_ids, value_set=win_ids)))
+        # index_in finds an id's first occurrence; in the reversed stack that is its last write
+        newest_first = int64_array(range(len(ids) - 1, -1, -1))
+        last_write = pc.index_in(all_ids, value_set=pc.take(ids, newest_first))
+        arrays.append(pc.take(pc.take(values, newest_first), last_write))
     return pa.table(arrays, names=["id", *names])
+
+
+def read_overlay(ref: DatasetRef, namespace: str, sources: list[OverlaySource], base: pa.Table) -> pa.Table:
+    """One namespace's overlay as (id, columns...), merged per cell: the newest writer wins."""
+    return _merge_sources(namespace, [_source_by_id(_read_overlay_table(s.path), base) for s in sources])
+
+
+def _scan_source(source: OverlaySource, base: pa.Table, columns: Iterable[str] | None) -> pa.Table:
+    """The rows of one overlay file whose key is in `base` (id[, sequence]), keyed by id.
+
+    The file is read batch-wise with only its key and the wanted columns; rows for other ids are
+    dropped per batch, so memory is O(len(base) + one batch).
+    """
+    schema = source.schema if source.schema is not None else _read_overlay_schema(source.path)
+    key, column = source_key(schema)
+    wanted = None if columns is None else set(columns)
+    names = [column] + [n for n in source_columns(schema) if wanted is None or n in wanted]
+    projected = pa.schema([schema.field(n) for n in names], metadata=schema.metadata)
+    if column == "id":
+        value_set = base["id"].cast(pa.string()).combine_chunks()
+    else:
+        value_set = _sequence_keys(base["sequence"], key).combine_chunks()
+    kept: list[pa.RecordBatch] = []
+    try:
+        for batch in iter_parquet_batches(source.path, names):
+            keys = batch.column(column)
+            keys = keys.cast(pa.string()) if column == "id" else _sequence_keys(keys, key)
+            mask = pc.is_in(keys, value_set=value_set)
+            if pc.any(mask).as_py():
+                kept.append(batch.filter(mask))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise overlay_unreadable(source.path, exc) from exc
+    table = pa.Table.from_batches(
+        [pa.RecordBatch.from_arrays(b.columns, schema=projected) for b in kept], schema=projected
+    )
+    return _source_by_id(table, base)
+
+
+def read_overlay_rows(
+    namespace: str, sources: list[OverlaySource], base: pa.Table, columns: Iterable[str] | None = None
+) -> pa.Table:
+    """`read_overlay` restricted to the rows of `base` (id, plus sequence when an overlay is keyed
+    by sequence) and to `columns`: every file is scanned batch-wise, never loaded whole."""
+    wanted = None if columns is None else list(columns)
+    return _merge_sources(namespace, [_scan_source(s, base, wanted) for s in sources])
+
+
+def deleted_mask(sources: list[OverlaySource], base: pa.Table) -> pa.Array:
+    """True for the rows of `base` whose resolved `usr__deleted` is true (the public tombstone
+    rule: tombstone writes true, restore writes false, the newest writer wins, no entry = live)."""
+    merged = read_overlay_rows(TOMBSTONE_NAMESPACE, sources, base, ["usr__deleted"])
+    if "usr__deleted" not in merged.column_names or not merged.num_rows:
+        return all_false(base.num_rows)
+    try:
+        flags = merged["usr__deleted"].cast(pa.bool_())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaError(
+            f"Tombstone overlay 'usr__deleted' must be bool, got {merged['usr__deleted'].type}. "
+            f"Rewrite {sources[-1].path}."
+        ) from exc
+    position = pc.index_in(base["id"].cast(pa.string()), value_set=merged["id"].combine_chunks())
+    return null_as_false(pc.take(flags, position)).combine_chunks()
 
 
 def read_dataset(
