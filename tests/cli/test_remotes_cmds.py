@@ -86,6 +86,44 @@ def test_show(cfg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_add_and_wizard_save_file_mode_roots_and_pull_uses_them(
+    cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--repo-root/--local-repo-root are saved, shown, and used by a FILE-mode pull."""
+    monkeypatch.delenv("DNADESIGN_REPO_ROOT", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    cluster, laptop = tmp_path / "cluster-repo", tmp_path / "laptop-repo"
+    (cluster / "data").mkdir(parents=True)
+    (cluster / "data" / "table.parquet").write_bytes(b"PAR1 not really parquet, just bytes PAR1")
+    (laptop / "data").mkdir(parents=True)
+    code, _ = _usr(
+        capsys,
+        "remotes", "add", "shared", "--type", "local", "--base-dir", str(tmp_path / "usr"),
+        "--repo-root", str(cluster), "--local-repo-root", str(laptop),
+    )  # fmt: skip
+    assert code == 0
+    saved = yaml.safe_load(cfg.read_text())["remotes"]["shared"]
+    assert saved["repo_root"] == str(cluster) and saved["local_repo_root"] == str(laptop)
+    code, out = _usr(capsys, "remotes", "show", "shared")
+    assert code == 0
+    assert out.splitlines()[-2:] == [f"repo_root: {cluster}", f"local_repo_root: {laptop}"]
+    code, out = _usr(
+        capsys, "pull", str(laptop / "data" / "table.parquet"), "shared", "-y", "--verify", "hash"
+    )
+    assert code == 0, out
+    assert (laptop / "data" / "table.parquet").read_bytes() == (
+        cluster / "data" / "table.parquet"
+    ).read_bytes()
+    code, _ = _usr(
+        capsys,
+        "remotes", "wizard", "--preset", "bu-scc", "--user", "alice", "--base-dir", "/projectnb/lab/usr",
+        "--repo-root", "/projectnb/lab/repo", "--local-repo-root", str(laptop),
+    )  # fmt: skip
+    assert code == 0
+    saved = yaml.safe_load(cfg.read_text())["remotes"]["bu-scc"]
+    assert saved["repo_root"] == "/projectnb/lab/repo" and saved["local_repo_root"] == str(laptop)
+
+
 def test_add_requires_host_and_user_for_ssh_and_changes_nothing(
     cfg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

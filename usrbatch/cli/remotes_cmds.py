@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -25,10 +26,20 @@ def list_line(remote: RemoteConfig) -> str:
     return f"{remote.name:<20} ssh {remote.user}@{remote.host}  base_dir={remote.base_dir}  auth={auth}"
 
 
+def _repo_root_lines(remote: RemoteConfig) -> list[str]:
+    """FILE-mode roots, shown only when set."""
+    return [
+        f"{label}: {value}"
+        for label, value in (("repo_root", remote.repo_root), ("local_repo_root", remote.local_repo_root))
+        if value
+    ]
+
+
 def show_lines(remote: RemoteConfig) -> list[str]:
-    """The `remotes show` block (contract §11, plus `port` for ssh)."""
+    """The `remotes show` block (contract §11, plus `port` for ssh and the FILE-mode roots)."""
     if remote.type == "local":
-        return [f"name     : {remote.name}", "type     : local", f"base_dir : {remote.base_dir}"]
+        lines = [f"name     : {remote.name}", "type     : local", f"base_dir : {remote.base_dir}"]
+        return lines + _repo_root_lines(remote)
     return [
         f"name     : {remote.name}",
         "type     : ssh",
@@ -37,7 +48,20 @@ def show_lines(remote: RemoteConfig) -> list[str]:
         f"base_dir : {remote.base_dir}",
         f"batch    : {'yes' if remote.batch_mode else 'no'}",
         f"ssh_key  : {remote.ssh_key_env or '(ssh-agent or default key)'}",
+        *_repo_root_lines(remote),
     ]
+
+
+def with_repo_roots(fn: Callable) -> Callable:
+    """--repo-root / --local-repo-root: where FILE mode maps single files (usr-contract §6)."""
+    fn = click.option(
+        "--local-repo-root",
+        default=None,
+        help="FILE mode: the local repo root single-file paths are taken relative to.",
+    )(fn)
+    return click.option("--repo-root", default=None, help="FILE mode: the same repo's root on the remote.")(
+        fn
+    )
 
 
 def ssh_config_snippet(name: str, host: str, user: str) -> str:
@@ -93,6 +117,7 @@ def show_cmd(ctx: UsrContext, name: str) -> None:
 @click.option("--base-dir", required=True, help="Datasets root on the remote (or local directory).")
 @click.option("--batch-mode/--no-batch-mode", default=True, help="--no-batch-mode allows interactive auth.")
 @click.option("--ssh-key-env", default=None, help="Name of an env var holding the SSH key path.")
+@with_repo_roots
 @pass_usr
 def add_cmd(
     ctx: UsrContext,
@@ -104,6 +129,8 @@ def add_cmd(
     base_dir: str,
     batch_mode: bool,
     ssh_key_env: str | None,
+    repo_root: str | None,
+    local_repo_root: str | None,
 ) -> None:
     """Add or replace a remote in remotes.yaml."""
     if kind == "ssh":
@@ -122,9 +149,13 @@ def add_cmd(
             base_dir=base_dir,
             batch_mode=batch_mode,
             ssh_key_env=ssh_key_env,
+            repo_root=repo_root,
+            local_repo_root=local_repo_root,
         )
     else:
-        remote = RemoteConfig(name=name, type="local", base_dir=base_dir)
+        remote = RemoteConfig(
+            name=name, type="local", base_dir=base_dir, repo_root=repo_root, local_repo_root=local_repo_root
+        )
     path = save_remote(remote, _config_path(ctx))
     click.echo(f"Saved remote '{name}' to {path}")
 
@@ -138,6 +169,7 @@ def add_cmd(
 @click.option("--transfer-node", is_flag=True, help="Use the data-transfer node (scc-globus.bu.edu).")
 @click.option("--batch-mode/--no-batch-mode", default=True)
 @click.option("--ssh-key-env", default=None)
+@with_repo_roots
 @pass_usr
 def wizard_cmd(
     ctx: UsrContext,
@@ -149,6 +181,8 @@ def wizard_cmd(
     transfer_node: bool,
     batch_mode: bool,
     ssh_key_env: str | None,
+    repo_root: str | None,
+    local_repo_root: str | None,
 ) -> None:
     """Save a remote from a site preset and print the matching ~/.ssh/config block."""
     if preset not in PRESETS:
@@ -164,6 +198,8 @@ def wizard_cmd(
         base_dir=base_dir,
         batch_mode=batch_mode,
         ssh_key_env=ssh_key_env,
+        repo_root=repo_root,
+        local_repo_root=local_repo_root,
     )
     path = save_remote(remote, _config_path(ctx))
     click.echo(f"Saved remote '{remote_name}' to {path}")
