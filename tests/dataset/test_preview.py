@@ -179,6 +179,31 @@ def test_head_restore_is_last_writer_wins(dataset: DatasetRef) -> None:
     assert head_dataset(dataset, 10).table["id"].to_pylist() == [ids[1], ids[3]]
 
 
+def test_read_dataset_and_infer_leave_out_tombstoned_rows(tmp_path: Path) -> None:
+    """read_dataset(include_deleted=False) applies the same rule as head (restore wins when newer),
+    and the Infer step, which reads that way, scores only live rows."""
+    from usrbatch.steps import infer
+
+    dataset = init_dataset(tmp_path / "fresh", "ns/live").dataset
+    import_records(
+        dataset, [{"sequence": s} for s in ("ACGTACGTAA", "GGGCCCTTTA", "ATATATATAT", "CCCCGGGGAA")]
+    )
+    ids = _ids(dataset)
+    _tombstones(dataset, ids[:3], True, created_at="2026-01-01T00:00:00.000000Z", part="a")
+    _tombstones(dataset, [ids[1]], False, created_at="2026-01-02T00:00:00.000000Z", part="b")
+    assert read_dataset(dataset)["id"].to_pylist() == ids  # default: every row
+    assert read_dataset(dataset, include_deleted=False)["id"].to_pylist() == [ids[1], ids[3]]
+    counts = infer.run(dataset.root, dataset.dataset_id)
+    assert counts["scored"] == 2
+    scored = read_dataset(dataset, [infer.PREFIX + "ll_sum"])
+    assert [
+        i for i, v in zip(ids, scored[infer.PREFIX + "ll_sum"].to_pylist(), strict=True) if v is not None
+    ] == [
+        ids[1],
+        ids[3],
+    ]
+
+
 def test_head_skips_a_long_tombstoned_prefix_across_batches(root: Path) -> None:
     ref = _big_dataset(root, 10_000, length=30)
     ids = _ids(ref)

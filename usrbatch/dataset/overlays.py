@@ -787,18 +787,26 @@ def deleted_mask(sources: list[OverlaySource], base: pa.Table) -> pa.Array:
 
 
 def read_dataset(
-    dataset: DatasetRef | Path | str, columns: list[str] | None = None, *, include_overlays: bool = True
+    dataset: DatasetRef | Path | str,
+    columns: list[str] | None = None,
+    *,
+    include_overlays: bool = True,
+    include_deleted: bool = True,
 ) -> pa.Table:
     """Base records left-joined with every overlay on id (base row order kept).
 
     `columns` selects base and/or overlay columns (id is always first); an unknown name is a
-    SchemaError listing what exists.
+    SchemaError listing what exists. `include_deleted=False` drops tombstoned rows (the
+    `usr__deleted` rule of `deleted_mask`), as `usr head` does.
     """
     ref = as_dataset(dataset).require()
     base = S.read_parquet(ref.records)
+    sources_by_ns = overlay_sources(ref)
+    if not include_deleted and sources_by_ns.get(TOMBSTONE_NAMESPACE):
+        base = base.filter(pc.invert(deleted_mask(sources_by_ns[TOMBSTONE_NAMESPACE], base)))
     out = base
     if include_overlays:
-        for namespace, sources in sorted(overlay_sources(ref).items()):
+        for namespace, sources in sorted(sources_by_ns.items()):
             overlay = read_overlay(ref, namespace, sources, base)
             position = pc.index_in(base["id"], value_set=overlay["id"].combine_chunks())
             for name in overlay.column_names[1:]:

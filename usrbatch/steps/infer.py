@@ -87,7 +87,7 @@ def run(root: Path, dataset: str, *, overwrite: bool = False, chunk_size: int = 
     ensure_namespace(
         ref.root, NAMESPACE, COLUMNS, owner="infer", description="usrbatch built-in k-mer Markov scores"
     )
-    table = read_dataset(ref)
+    table = read_dataset(ref, include_deleted=False)  # deleted (tombstoned) rows are not scored
     ids = table["id"].to_pylist()
     sequences = table["sequence"].to_pylist()
     present = [c for c in COLUMNS if c in table.column_names]
