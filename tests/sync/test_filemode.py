@@ -146,6 +146,29 @@ def test_push_then_pull_round_trip_byte_identical(fm: FileSides) -> None:
     assert temps(fm.local_repo, fm.remote_repo) == []
 
 
+class RecordStats(Faulty):
+    """The real transport; every stat_file answer is kept."""
+
+    stats: list = []
+
+    def stat_file(self, rel, **kw):
+        out = self.inner.stat_file(rel, **kw)
+        RecordStats.stats.append(out)
+        return out
+
+
+def test_pushed_bytes_are_hashed_once_on_the_remote(fm: FileSides, monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply's verified sha256 enters the hash cache of the file's directory, so the post-push
+    stat reads it instead of hashing the file a second time."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(fm.local_repo.parent / "cache"))
+    local = fm.local_repo / REL
+    write_table(local, 50)
+    RecordStats.stats = []
+    run(fm, "push", local, transport_wrapper=RecordStats)
+    post = RecordStats.stats[-1]
+    assert post.sha256 == sha(fm.remote_repo / REL) and post.hashed_bytes == 0
+
+
 def test_equal_sha_is_already_up_to_date_with_no_transfer(fm: FileSides) -> None:
     local, remote = fm.local_repo / REL, fm.remote_repo / REL
     write_table(local, 4)

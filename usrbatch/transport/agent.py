@@ -17,7 +17,8 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              anything on a mismatch (the listed files are removed; error kind "verification").
              Optional `inventory` rel dir (+ `parquet_stats`): the post-apply inventory, same exec;
              verified uploads enter its hash cache under the renamed file's fresh lstat key, so
-             their bytes are not hashed a second time.
+             their bytes are not hashed a second time. Without `inventory` they enter the hash
+             cache of their own directory (the one `stat` reads).
   hash:      size, mtime_ns and sha256 of the given relative paths (regular files only).
   stat:      one path (FILE mode): its kind (file, missing, symlink, directory, special), and for
              a regular file size, mtime_ns, sha256 (hash cache of its directory) and optional
@@ -614,15 +615,23 @@ def apply_changes(
     verified = _check_uploads(base, verify) if verify else {}
     known = {}
     inv_prefix = os.path.join(inv_path, "") if inv_path is not None else None
+    by_dir = {}  # verified renames outside an inventoried dataset: cached per directory
     for src, dst in plan_ren:
         _makedirs_inside(base, os.path.dirname(dst))
         os.replace(src, dst)
         seen = verified.get(src)
-        if seen is not None and inv_prefix is not None and dst.startswith(inv_prefix):
-            st = os.lstat(dst)  # fresh key: the rename changed the path and the ctime
-            if stat.S_ISREG(st.st_mode) and (st.st_ino, st.st_size, st.st_mtime_ns) == seen[:3]:
-                rel = dst[len(inv_prefix) :].replace(os.sep, "/")
-                known[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, seen[3]]
+        if seen is None:
+            continue
+        st = os.lstat(dst)  # fresh key: the rename changed the path and the ctime
+        if not stat.S_ISREG(st.st_mode) or (st.st_ino, st.st_size, st.st_mtime_ns) != seen[:3]:
+            continue
+        entry = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, seen[3]]
+        if inv_prefix is not None and dst.startswith(inv_prefix):
+            known[dst[len(inv_prefix) :].replace(os.sep, "/")] = entry
+        elif inv_prefix is None and cache_path is None:
+            by_dir.setdefault(os.path.dirname(dst), {})[os.path.basename(dst)] = entry
+    for directory, entries in by_dir.items():
+        remember_hashes(directory, entries)  # what stat_path of these files reads (FILE mode)
     removed = 0
     parents = set()
     for path in plan_rm:
