@@ -187,3 +187,35 @@ def test_diff_with_2000_overlay_parts_is_one_round_trip(sides):
     plan = engine.plan_diff(sides.local_root, "densegen/demo", sides.transport, SyncOptions())
     assert sides.transport.stats.execs - execs == 1
     assert plan.summary.has_change
+
+
+def test_push_resumes_a_dead_pushs_partial_temp_and_removes_stale_temps(sides):
+    """A push whose link died left a partial upload temp (content-addressed name) and an older
+    push left a temp for bytes no longer wanted: the next push sends only the missing tail of
+    the first, removes the second, and the trees end byte-identical with no temp left."""
+    import hashlib
+    import os
+
+    ds = "densegen/demo"
+    local = make_dataset(sides.local_root, ds)
+    engine.push(sides.local_root, ds, sides.transport)
+    big = local / "_artifacts" / "model.bin"
+    big.write_bytes(os.urandom(6 * 1024 * 1024))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    remote = sides.remote_root / ds
+    (remote / "_artifacts").mkdir(parents=True, exist_ok=True)
+    partial = remote / "_artifacts" / f".usrbatch-tmp-{sha[:16]}-model.bin"
+    partial.write_bytes(big.read_bytes()[: 4 * 1024 * 1024])  # the first 4 MiB arrived
+    stale = remote / "_derived" / "densegen" / ".usrbatch-tmp-0123456789abcdef-part-old.parquet"
+    stale.write_bytes(b"left by a push that died long ago")
+    assert sides.transport.inventory(ds).temps == {
+        f"_artifacts/{partial.name}": 4 * 1024 * 1024,
+        f"_derived/densegen/{stale.name}": len(b"left by a push that died long ago"),
+    }
+    before = sides.transport.stats.bytes_up
+    res = engine.push(sides.local_root, ds, sides.transport)
+    assert res.files_sent == 1
+    assert sides.transport.stats.resumed == 1
+    assert sides.transport.stats.bytes_up - before == 2 * 1024 * 1024  # only the missing tail travelled
+    assert tree(remote) == tree(local)
+    assert [p for p in remote.rglob("*") if p.name.startswith(".usrbatch-tmp-")] == []

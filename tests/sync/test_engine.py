@@ -330,3 +330,25 @@ def test_pulled_files_are_in_the_local_hash_cache_so_the_next_inventory_reads_no
     edited = local / "meta.md"
     edited.write_text(edited.read_text() + "edited\n")
     assert local_inventory(local).hashed_bytes == edited.stat().st_size
+
+
+def test_push_removes_temps_left_by_dead_pushes_but_a_noop_touches_nothing(sides):
+    """Upload temps are never part of a dataset (not inventoried, not diffed), and the next
+    push that holds the lease removes those it does not need; a no-op push leaves them."""
+    ds = "densegen/demo"
+    local = make_dataset(sides.local_root, ds)
+    engine.push(sides.local_root, ds, sides.transport)
+    remote = sides.remote_root / ds
+    stale = [
+        remote / ".usrbatch-tmp-aaaaaaaaaaaaaaaa-records.parquet",
+        remote / "_derived" / "densegen" / ".usrbatch-tmp-b-x",
+    ]
+    for path in stale:
+        path.write_bytes(b"partial")
+    assert engine.plan_diff(sides.local_root, ds, sides.transport).summary.has_change is False
+    assert engine.push(sides.local_root, ds, sides.transport).files_sent == 0
+    assert all(p.exists() for p in stale)  # no lease taken, nothing removed
+    write_part(local, "infer")
+    assert engine.push(sides.local_root, ds, sides.transport).files_sent == 1
+    assert not any(p.exists() for p in stale)
+    assert tree(remote) == tree(local)

@@ -513,7 +513,12 @@ def push(
         local_state = SidecarState.of(sections(obs.local))
 
         token = secrets.token_hex(6)
-        temps = {e.path: _temp_name(e.path, token) for e in plan.send}
+        # Content-addressed temp names: a push cut off mid-file leaves its temp, and the next
+        # push of the same bytes resumes it from its size (the final sha256 decides). Every
+        # other temp in the dataset is a dead push's leftover (we hold the lease): removed below.
+        temps = {e.path: _temp_name(e.path, (e.sha256 or token)[:16]) for e in plan.send}
+        planned = {f"{ds}/{t}" for t in temps.values()}
+        stale = sorted(f"{ds}/{rel}" for rel in obs.remote.temps if f"{ds}/{rel}" not in planned)
         items = [
             Transfer(
                 remote=f"{ds}/{temps[e.path]}", local=local_dir / e.path, size=e.size, sha256=e.sha256 or ""
@@ -527,6 +532,8 @@ def push(
             if not lease.alive():
                 raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")
         except BaseException:
+            # Best effort: when the link is down this fails, the partial temps stay, and the
+            # next push of the same bytes resumes them (and removes any it no longer needs).
             _cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
             raise
         renames = [(f"{ds}/{temps[e.path]}", f"{ds}/{e.path}") for e in plan.send]
@@ -534,7 +541,7 @@ def push(
             # ONE round trip: remote sha256 of every temp file, renames, removals, re-inventory.
             after = transport.apply(
                 renames,
-                [f"{ds}/{rel}" for rel in plan.delete],
+                [f"{ds}/{rel}" for rel in plan.delete] + stale,
                 verify={i.remote: i.sha256 for i in items},
                 inventory=ds,
                 parquet_stats=opts.verify == "parquet",

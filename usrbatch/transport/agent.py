@@ -202,7 +202,8 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None, kn
     just verified (used only when the walk's own lstat matches the key).
 
     {"exists": bool, "files": {rel: [size, mtime_ns, sha256|None]}, "rejected": [[rel, kind]],
-     "events_lines": int|None, "primary_shape": [rows, cols]|None, "hashed_bytes": int}
+     "events_lines": int|None, "primary_shape": [rows, cols]|None, "hashed_bytes": int,
+     "temps": [[rel, size]]}  (upload temps left by pushes: regular files named TEMP_PREFIX*)
     """
     out = {
         "exists": False,
@@ -211,6 +212,7 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None, kn
         "events_lines": None,
         "primary_shape": None,
         "hashed_bytes": 0,
+        "temps": [],
     }
     try:
         st_root = os.lstat(dataset_dir)
@@ -238,6 +240,8 @@ def inventory(dataset_dir, hashes=True, parquet_stats=False, cache_path=None, kn
         for entry in entries:
             rel = rel_dir + "/" + entry.name if rel_dir else entry.name
             if is_runtime(rel):
+                if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                    out["temps"].append([rel, entry.stat(follow_symlinks=False).st_size])
                 continue
             st = entry.stat(follow_symlinks=False)
             mode = st.st_mode

@@ -37,6 +37,7 @@ class Inventory:
     events_lines: int | None = None  # line count of .events.log when present
     primary_shape: tuple[int, int] | None = None  # (rows, cols) of records.parquet, when asked
     hashed_bytes: int = 0  # bytes actually hashed (0 when every hash came from the cache)
+    temps: dict[str, int] = field(default_factory=dict)  # upload temps left in the dir: {rel: size}
 
     @classmethod
     def from_agent(cls, data: dict) -> Inventory:
@@ -54,6 +55,10 @@ class Inventory:
             events_lines=data.get("events_lines"),
             primary_shape=(int(shape[0]), int(shape[1])) if shape else None,
             hashed_bytes=int(data.get("hashed_bytes", 0)),
+            temps={
+                validate_relpath(str(rel), what="remote temp"): int(size)
+                for rel, size in data.get("temps", [])
+            },
         )
 
 
