@@ -45,7 +45,9 @@ def load(loop_dir: Path) -> LoopState:
 def is_settled(status: LoopStatus) -> bool:
     """True when nothing more will happen without a person: done, or failed with nothing moving."""
     if status.state in SETTLED:
-        return True
+        # The audit log says every job ended; wait until the scheduler agrees (a job's last
+        # line is written just before its process exits), so a report never shows "running".
+        return not any(v.sched_state in (RUNNING, PENDING) for v in status.jobs)
     if status.state == "failed":
         return not any(
             RUNNING in (v.state, v.sched_state) or PENDING in (v.state, v.sched_state) for v in status.jobs
