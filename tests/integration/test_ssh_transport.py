@@ -17,7 +17,7 @@ from usrbatch.remotes import RemoteConfig
 from usrbatch.transport import agent
 from usrbatch.transport.base import Inventory, Transfer, Transport
 from usrbatch.transport.factory import open_transport
-from usrbatch.transport.ssh import SshTransport
+from usrbatch.transport.ssh import SFTP_MAX_REQUEST, SshTransport, sftp_request_sizes
 from usrbatch.transport.ssh_config import fingerprint
 
 try:
@@ -155,6 +155,23 @@ def test_upload_download_round_trip_with_20mb_file(
         assert _sha(item.local) == item.sha256
     assert transport.stats.connects == 1
     assert transport.stats.bytes_down == transport.stats.bytes_up == sum(len(d) for d in files.values())
+
+
+def test_sftp_requests_use_the_servers_declared_limits(
+    transport: SshTransport, base: Path, tmp_path: Path
+) -> None:
+    """OpenSSH declares its SFTP limits (limits@openssh.com); reads and writes then go out in
+    255 KiB requests instead of paramiko's 32 KiB, and odd sizes still arrive byte-exact."""
+    with transport._sftp() as client:
+        assert sftp_request_sizes(client) == (SFTP_MAX_REQUEST, SFTP_MAX_REQUEST)
+    data = os.urandom(3 * SFTP_MAX_REQUEST + 12345)
+    src = tmp_path / "odd.bin"
+    src.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    transport.upload([Transfer("limits/odd.bin", src, len(data), sha)])
+    assert (base / "limits" / "odd.bin").read_bytes() == data
+    transport.download([Transfer("limits/odd.bin", tmp_path / "back.bin", len(data), sha)])
+    assert (tmp_path / "back.bin").read_bytes() == data
 
 
 def test_download_resumes_partial_file_and_restarts_a_bad_one(

