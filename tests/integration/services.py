@@ -6,17 +6,27 @@ the ``usrbatch`` package: it checks the environment the package runs in, not the
 The schedulers are started outside the test run by ``scripts/sge-up`` and ``scripts/slurm-up``;
 sshd is started here, per test session, on a random localhost port with throw-away keys, so tests
 never touch (or depend on) a system sshd.
+
+``start_sshd(..., auth="2fa" | "password")`` starts an sshd that needs interactive
+authentication through PAM for the user ``usrbatch-auth-test`` (both made by
+``scripts/services-install ssh``). sshd names its PAM service after its program name, so it runs
+through a symlink named ``usrbatch-test-sshd`` and PAM reads ``/etc/pam.d/usrbatch-test-sshd``
+(pam_unix, nothing else) instead of Debian's ``sshd`` stack.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +35,35 @@ import pytest
 SSHD = Path("/usr/sbin/sshd")
 SSH_ALIAS = "usrtest"
 
+# The interactive-auth sshd (start_sshd(auth=...)): its login user and PAM service.
+AUTH_TEST_USER = "usrbatch-auth-test"
+AUTH_TEST_PAM_SERVICE = "usrbatch-test-sshd"
+AUTH_TEST_PAM_FILE = Path("/etc/pam.d") / AUTH_TEST_PAM_SERVICE
+AUTH_MODES = {
+    "key": [],
+    # 2FA as on clusters with Duo: a key, then a PAM prompt (pam_unix's "Password: ").
+    "2fa": [
+        "KbdInteractiveAuthentication yes",
+        "PasswordAuthentication no",
+        "AuthenticationMethods publickey,keyboard-interactive",
+    ],
+    # A password login (sshd checks it through PAM).
+    "password": [
+        "KbdInteractiveAuthentication no",
+        "PasswordAuthentication yes",
+        "AuthenticationMethods password",
+    ],
+}
+
 # Which script makes each service available; used in skip/fail messages.
 FIX_HINTS = {
     "sshd": "scripts/sshd-check (installs openssh-server; the tests start their own sshd)",
     "sge": "scripts/sge-up (installs, configures and starts Son of Grid Engine)",
     "slurm": "scripts/slurm-up (installs, configures and starts Slurm + munge)",
+    "sshd-auth": (
+        "scripts/services-install ssh as root (creates the user usrbatch-auth-test and "
+        "/etc/pam.d/usrbatch-test-sshd), then run the tests as root"
+    ),
 }
 
 
@@ -46,6 +80,9 @@ class SshdServer:
     host_key_pub: Path
     workdir: Path
     log: Path  # sshd's stderr (LogLevel VERBOSE)
+    auth: str = "key"  # "key", "2fa" or "password" (see AUTH_MODES)
+    # auth != "key": a directory the login user owns (for base_dir); the caller removes it.
+    user_dir: Path | None = None
 
     @property
     def alias(self) -> str:
@@ -79,7 +116,9 @@ def _keygen(path: Path, comment: str) -> None:
     )
 
 
-def _write_sshd_config(workdir: Path, host: str, port: int) -> Path:
+def _write_sshd_config(
+    workdir: Path, host: str, port: int, auth: str = "key", authorized_keys: Path | None = None
+) -> Path:
     sftp_server = Path("/usr/lib/openssh/sftp-server")
     subsystem = str(sftp_server) if sftp_server.exists() else "internal-sftp"
     lines = [
@@ -87,16 +126,20 @@ def _write_sshd_config(workdir: Path, host: str, port: int) -> Path:
         f"Port {port}",
         f"HostKey {workdir / 'ssh_host_ed25519_key'}",
         f"PidFile {workdir / 'sshd.pid'}",
-        f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
+        f"AuthorizedKeysFile {authorized_keys or workdir / 'authorized_keys'}",
         "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
         # Tests run as root in CI; keys only.
         "PermitRootLogin prohibit-password",
         # The key files live in a pytest temp dir whose modes sshd would otherwise reject.
         "StrictModes no",
+    ]
+    if auth == "key":
         # PAM would need a system config for this ad-hoc daemon; keys are all we use.
-        "UsePAM no",
+        lines += ["PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no"]
+    else:
+        # PAM service = program name: the usrbatch-test-sshd symlink (see start_sshd).
+        lines += ["UsePAM yes", *AUTH_MODES[auth]]
+    lines += [
         # AcceptEnv is left unset: no client environment is accepted.
         "PrintMotd no",
         "PrintLastLog no",
@@ -142,12 +185,91 @@ def _write_client_files(workdir: Path, host: str, port: int, user: str) -> tuple
     return known_hosts, ssh_config
 
 
-def start_sshd(workdir: Path, timeout: float = 10.0) -> tuple[SshdServer, subprocess.Popen]:
+def auth_test_unavailable() -> str | None:
+    """Why the interactive-auth sshd (start_sshd(auth="2fa"|"password")) cannot run here, or None."""
+    if not os.access(SSHD, os.X_OK):
+        return f"{SSHD} is not installed"
+    if os.geteuid() != 0:
+        return "it needs root (sshd switches to the test user; chpasswd sets its password)"
+    try:
+        home = Path(pwd.getpwnam(AUTH_TEST_USER).pw_dir)
+    except KeyError:
+        return f"the user {AUTH_TEST_USER} does not exist"
+    if not home.is_dir():
+        return f"the home directory {home} of {AUTH_TEST_USER} is missing"
+    if not AUTH_TEST_PAM_FILE.is_file():
+        return f"the PAM service {AUTH_TEST_PAM_FILE} is missing"
+    if shutil.which("chpasswd") is None:
+        return "chpasswd is not on PATH"
+    return None
+
+
+def set_auth_test_password(password: str | None) -> None:
+    """Set the test user's password (chpasswd, fed on stdin, never argv); None locks it again."""
+    if password is None:
+        argv, line = ["chpasswd", "-e"], f"{AUTH_TEST_USER}:!"
+    else:
+        argv, line = ["chpasswd"], f"{AUTH_TEST_USER}:{password}"
+    res = subprocess.run(argv, input=line + "\n", text=True, capture_output=True, timeout=30)
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"chpasswd for {AUTH_TEST_USER} failed (exit {res.returncode}): {res.stderr.strip()}"
+        )
+
+
+@contextlib.contextmanager
+def auth_test_lock(timeout: float = 600.0) -> Iterator[None]:
+    """Hold the machine-wide lock on the test user's password: test sessions running at once
+    (several engineers, one machine) take turns instead of overwriting each other's password."""
+    path = Path(pwd.getpwnam(AUTH_TEST_USER).pw_dir) / ".usrbatch-password.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{path} still locked by another test session after {timeout:g} s"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _host_key_served(host: str, port: int, host_pub: Path) -> bool:
+    """True when the server on host:port presents OUR host key (not a racing process's server)."""
+    try:
+        res = subprocess.run(
+            ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), host],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    blob = host_pub.read_text().split()[1]
+    return any(line.split()[2:3] == [blob] for line in res.stdout.splitlines())
+
+
+def start_sshd(
+    workdir: Path, timeout: float = 10.0, auth: str = "key"
+) -> tuple[SshdServer, subprocess.Popen]:
     """Start a private sshd on 127.0.0.1 with fresh keys under ``workdir``.
 
-    Returns once a real ``ssh ... true`` has succeeded. Raises RuntimeError (with the sshd log)
-    when the server cannot be started or reached within ``timeout`` seconds.
+    ``auth="key"``: the current user, public keys only; returns once a real ``ssh ... true`` has
+    succeeded. ``auth="2fa"`` (key then keyboard-interactive) or ``"password"``: the user
+    AUTH_TEST_USER through PAM (see auth_test_unavailable; the caller sets the password with
+    set_auth_test_password and removes ``server.user_dir``); returns once the server presents its
+    host key. Raises RuntimeError (with the sshd log) when the server cannot be started or reached
+    within ``timeout`` seconds.
     """
+    if auth not in AUTH_MODES:
+        raise ValueError(f"auth must be one of {sorted(AUTH_MODES)}, not {auth!r}")
     if not SSHD.exists():
         raise RuntimeError(f"{SSHD} missing: run {FIX_HINTS['sshd']}")
     # sshd refuses to run without its privilege-separation dir; /run starts empty on fresh boots.
@@ -155,18 +277,58 @@ def start_sshd(workdir: Path, timeout: float = 10.0) -> tuple[SshdServer, subpro
 
     workdir.mkdir(parents=True, exist_ok=True)
     host = "127.0.0.1"
-    user = pwd.getpwuid(os.getuid()).pw_name
     _keygen(workdir / "ssh_host_ed25519_key", "usrtest-host")
     _keygen(workdir / "client_ed25519", "usrtest-client")
-    (workdir / "authorized_keys").write_text((workdir / "client_ed25519.pub").read_text())
+    program, user_dir = SSHD, None
+    if auth == "key":
+        user = pwd.getpwuid(os.getuid()).pw_name
+        authorized_keys = workdir / "authorized_keys"
+    else:
+        why = auth_test_unavailable()
+        if why:
+            raise RuntimeError(f"interactive-auth sshd unavailable: {why}. Fix: run {FIX_HINTS['sshd-auth']}")
+        user = AUTH_TEST_USER
+        entry = pwd.getpwnam(user)
+        # sshd reads authorized_keys as the user: it cannot live in the root-only pytest temp dir.
+        user_dir = Path(tempfile.mkdtemp(prefix=f"sshd-{auth}-", dir=entry.pw_dir))
+        os.chown(user_dir, entry.pw_uid, entry.pw_gid)
+        user_dir.chmod(0o755)
+        authorized_keys = user_dir / "authorized_keys"
+        program = workdir / AUTH_TEST_PAM_SERVICE  # PAM service name = sshd's program name
+        if not program.is_symlink():
+            program.symlink_to(SSHD)
+    authorized_keys.write_text((workdir / "client_ed25519.pub").read_text())
+    authorized_keys.chmod(0o644)
     log = workdir / "sshd.log"
 
+    try:
+        return _serve(workdir, host, user, auth, program, authorized_keys, user_dir, log, timeout)
+    except BaseException:
+        if user_dir is not None:
+            shutil.rmtree(user_dir, ignore_errors=True)
+        raise
+
+
+def _serve(
+    workdir: Path,
+    host: str,
+    user: str,
+    auth: str,
+    program: Path,
+    authorized_keys: Path,
+    user_dir: Path | None,
+    log: Path,
+    timeout: float,
+) -> tuple[SshdServer, subprocess.Popen]:
+    """start_sshd's retry loop: a free port, a config for it, the daemon, then the readiness probe."""
     last_error = ""
     for _attempt in range(5):
         port = _free_port(host)
-        cfg = _write_sshd_config(workdir, host, port)
+        cfg = _write_sshd_config(workdir, host, port, auth, authorized_keys)
         known_hosts, ssh_config = _write_client_files(workdir, host, port, user)
-        check = subprocess.run([str(SSHD), "-t", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        check = subprocess.run(
+            [str(program), "-t", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+        )
         if check.returncode != 0:
             raise RuntimeError(f"sshd rejects its config {cfg}: {check.stderr.strip()}")
         server = SshdServer(
@@ -179,12 +341,14 @@ def start_sshd(workdir: Path, timeout: float = 10.0) -> tuple[SshdServer, subpro
             host_key_pub=workdir / "ssh_host_ed25519_key.pub",
             workdir=workdir,
             log=log,
+            auth=auth,
+            user_dir=user_dir,
         )
         log_offset = log.stat().st_size if log.exists() else 0
         with log.open("ab") as log_fh:
             # Own session: a Ctrl-C aimed at pytest must not kill sshd before teardown runs.
             proc = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(cfg)],
+                [str(program), "-D", "-e", "-f", str(cfg)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_fh,
@@ -194,6 +358,12 @@ def start_sshd(workdir: Path, timeout: float = 10.0) -> tuple[SshdServer, subpro
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
+            if auth != "key":  # no non-interactive login exists: check the server is ours
+                if _host_key_served(host, port, server.host_key_pub) and proc.poll() is None:
+                    return server, proc
+                last_error = "host key not served yet"
+                time.sleep(0.1)
+                continue
             probe = subprocess.run(
                 ["ssh", *server.ssh_options(), "-o", "ConnectTimeout=2", SSH_ALIAS, "true"],
                 stdin=subprocess.DEVNULL,

@@ -2,8 +2,9 @@
 
 TCP (direct, through ProxyJump hosts via `direct-tcpip` channels, or a ProxyCommand) → SSH
 handshake with large windows → host key verified against known_hosts (never auto-added) →
-authentication with ssh-agent keys and key files (and keyboard-interactive on a TTY when
-batch_mode is off). Failures are UsrErrors with one actionable message; secrets never appear.
+authentication with ssh-agent keys and key files (then keyboard-interactive and password on a
+TTY when batch_mode is off; 2FA after a key's partial success). Failures are UsrErrors with one
+actionable message; secrets never appear.
 """
 
 from __future__ import annotations
@@ -157,20 +158,48 @@ def _interactive_handler(title: str, instructions: str, prompts: list[tuple[str,
     return [getpass.getpass(p) if not echo else input(p) for p, echo in prompts]
 
 
+def _offered_methods(t: paramiko.Transport, user: str) -> list[str] | None:
+    """The methods the server accepts now (an SSH "none" request, as OpenSSH sends first);
+    None when it does not say, [] when "none" itself succeeded."""
+    try:
+        t.auth_none(user)
+    except paramiko.BadAuthenticationType as exc:
+        return list(exc.allowed_types)
+    except (paramiko.AuthenticationException, paramiko.SSHException):
+        return None
+    return []
+
+
 def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool) -> str:
-    """Authenticate `t`; returns the method that worked, else RemoteUnavailableError naming what was tried."""
+    """Authenticate `t`; returns the method that worked, else RemoteUnavailableError naming what was tried.
+
+    Order, as OpenSSH: ssh-agent keys, key files, then (batch_mode off and stdin a TTY only)
+    keyboard-interactive and password when the server offers them. A key the server accepts with
+    more methods still required (2FA: `publickey,keyboard-interactive`) ends the key phase and
+    continues with those methods. Typed answers are never logged, echoed or kept.
+    """
     tried: list[str] = []
     skipped: list[str] = []
-    remaining: list[str] = []
+    offered: list[str] | None = None  # the server's method list, once it has told us
+    accepted = ""  # a key that passed as the first factor (partial success)
 
     def attempt(key: paramiko.PKey, label: str) -> bool:
-        nonlocal remaining
+        nonlocal offered, accepted
         tried.append(label)
         try:
             remaining = t.auth_publickey(endpoint.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            offered = list(exc.allowed_types)
+            return False
         except paramiko.AuthenticationException:
             return False
-        return t.is_authenticated()
+        if t.is_authenticated():
+            return True
+        offered, accepted = list(remaining), label
+        return False
+
+    def keys_done() -> bool:  # authenticated, a first factor passed, or publickey not offered
+        return bool(accepted) or (offered is not None and "publickey" not in offered)
 
     if not endpoint.identities_only:
         with contextlib.suppress(paramiko.SSHException, OSError):
@@ -179,8 +208,10 @@ def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool)
                 label = f"ssh-agent key {i + 1} ({key.get_name()})"
                 if attempt(key, label):
                     return label
+                if keys_done():
+                    break
     for path in endpoint.identity_files:
-        if not path.is_file():
+        if keys_done() or not path.is_file():
             continue
         try:
             key = paramiko.PKey.from_path(str(path))
@@ -192,21 +223,46 @@ def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool)
             continue
         if attempt(key, str(path)):
             return str(path)
-    interactive_ok = not batch_mode and sys.stdin.isatty()
-    if interactive_ok and (not remaining or "keyboard-interactive" in remaining):
-        tried.append("keyboard-interactive")
-        with contextlib.suppress(paramiko.AuthenticationException, paramiko.SSHException):
-            t.auth_interactive(endpoint.user, _interactive_handler)
+    first = f"{accepted} + " if accepted else ""
+    tty = sys.stdin.isatty()
+    if not batch_mode and tty:
+        if offered is None:
+            offered = _offered_methods(t, endpoint.user)
             if t.is_authenticated():
-                return "keyboard-interactive"
+                return "none"
+        methods = offered if offered is not None else ["keyboard-interactive", "password"]
+        if "keyboard-interactive" in methods:
+            tried.append("keyboard-interactive")
+            remaining: list[str] | None = None
+            with contextlib.suppress(paramiko.AuthenticationException, paramiko.SSHException, EOFError):
+                remaining = t.auth_interactive(endpoint.user, _interactive_handler)
+            if t.is_authenticated():
+                return first + "keyboard-interactive"
+            if remaining:  # another factor still required
+                methods = remaining
+        if "password" in methods:
+            tried.append("password")
+            with contextlib.suppress(paramiko.AuthenticationException, paramiko.SSHException, EOFError):
+                # The prompt OpenSSH shows; getpass reads from the terminal without echo.
+                t.auth_password(
+                    endpoint.user,
+                    getpass.getpass(f"{endpoint.user}@{endpoint.hostname}'s password: "),
+                    fallback=False,
+                )
+            if t.is_authenticated():
+                return first + "password"
     what = ", ".join(tried) if tried else "no keys (no ssh-agent keys, no readable key files)"
     extra = f"; skipped: {', '.join(skipped)}" if skipped else ""
+    if accepted and offered:
+        extra += f"; {accepted} was accepted but the server also requires: {', '.join(offered)}"
     hint = (
         "Load your key into ssh-agent (ssh-add), set IdentityFile in ~/.ssh/config or ssh_key_env in "
         "remotes.yaml, and check the public key is in ~/.ssh/authorized_keys on the remote."
     )
     if batch_mode:
         hint += " If the host needs a password or 2FA, set batch_mode: false and run from a terminal."
+    elif not tty:
+        hint += " Password and 2FA prompts need a terminal: stdin is not a TTY."
     raise RemoteUnavailableError(
         f"SSH authentication failed for {endpoint.target} (tried: {what}{extra}).", hint=hint
     )
