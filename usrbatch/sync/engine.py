@@ -442,7 +442,8 @@ def _temp_name(rel: str, token: str) -> str:
     return name if str(p.parent) == "." else f"{p.parent}/{name}"
 
 
-def _cleanup_remote(transport: Transport, paths: list[str]) -> None:
+def cleanup_remote(transport: Transport, paths: list[str]) -> None:
+    """Best-effort removal of upload temps; a failure is logged, never raised over the original one."""
     if not paths:
         return
     try:
@@ -534,7 +535,7 @@ def push(
         except BaseException:
             # Best effort: when the link is down this fails, the partial temps stay, and the
             # next push of the same bytes resumes them (and removes any it no longer needs).
-            _cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
+            cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
             raise
         renames = [(f"{ds}/{temps[e.path]}", f"{ds}/{e.path}") for e in plan.send]
         try:
@@ -550,7 +551,7 @@ def push(
                 after = remote_inventory(transport, ds, parquet_stats=opts.verify == "parquet")
             _verify_pushed(ds, obs, after, local_rev, local_state, opts)
         except BaseException:
-            _cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
+            cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
             raise
         if not lease.alive():
             raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")

@@ -37,7 +37,7 @@ from usrbatch.dataset.layout import TEMP_PREFIX
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync.audit import transfer_state
-from usrbatch.sync.engine import SyncResult
+from usrbatch.sync.engine import SyncResult, cleanup_remote
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SnapshotInfo
 from usrbatch.sync.verify import local_parquet_shape, resolve_verify_mode, verify_primary
 from usrbatch.transport import agent
@@ -433,13 +433,6 @@ def pull_file(
 # -- push ------------------------------------------------------------------------------------
 
 
-def _cleanup_remote(transport: Transport, rel: str) -> None:
-    try:
-        transport.apply([], [rel])
-    except Exception as exc:  # cleanup must never hide the original failure
-        get_logger().info("sync.cleanup_failed", error=str(exc), files=1)
-
-
 def push_file(
     target: FileTarget,
     transport: Transport,
@@ -474,7 +467,7 @@ def push_file(
             [Transfer(remote=temp, local=target.local, size=local.size, sha256=local.sha256)], progress=meter
         )
     except BaseException:
-        _cleanup_remote(transport, temp)
+        cleanup_remote(transport, [temp])
         raise
     meter.log(str(target.local), local.size)
     try:
@@ -483,7 +476,7 @@ def push_file(
     except VerificationError as exc:  # the temp was removed and nothing renamed
         raise VerificationError(f"post-push-file: {exc.message}") from None
     except BaseException:
-        _cleanup_remote(transport, temp)
+        cleanup_remote(transport, [temp])
         raise
     after = transport.stat_file(target.name, hashes=mode == "hash", parquet_stats=mode == "parquet")
     verify_primary("post-push-file", mode, obs.summary.primary_local, _primary(after))
