@@ -7,7 +7,7 @@ loop controller and `usrbatch status` never know which one they talk to.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -97,6 +97,23 @@ def run_command(argv: list[str], *, timeout: float = 60.0, check: bool = True) -
         detail = (proc.stderr or proc.stdout).strip()
         raise JobError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {detail}")
     return proc
+
+
+def env_assignments(env: Mapping[str, str], option: str) -> list[str]:
+    """`KEY=value` items for a comma-separated env option (SGE `-v`, Slurm `--export`), which
+    cannot carry a comma or newline inside a value: JobError naming the key instead."""
+    for key, value in env.items():
+        if "," in value or "\n" in value:
+            raise JobError(f"{option} cannot pass env {key}={value!r} (comma or newline in the value)")
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def submitted_id(proc: subprocess.CompletedProcess, separator: str) -> str:
+    """The job id at the start of a submit client's output (`123.task` / `123;cluster`)."""
+    job_id = proc.stdout.strip().split(separator)[0]
+    if not job_id.isdigit():
+        raise JobError(f"{proc.args[0]} printed no job id: {proc.stdout.strip()!r} {proc.stderr.strip()}")
+    return job_id
 
 
 def make_scheduler(name: str, *, loop_dir: Path) -> Scheduler:

@@ -6,7 +6,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from usrbatch.errors import JobError
 from usrbatch.jobs.scheduler import (
     COMPLETED,
     ERROR_HELD,
@@ -17,7 +16,9 @@ from usrbatch.jobs.scheduler import (
     UNKNOWN,
     JobInfo,
     SubmitRequest,
+    env_assignments,
     run_command,
+    submitted_id,
 )
 
 
@@ -124,19 +125,12 @@ class SgeScheduler:
         if req.after:
             argv += ["-hold_jid", ",".join(req.after)]
         if req.env:
-            for key, value in req.env.items():
-                if "," in value or "\n" in value:
-                    raise JobError(f"SGE cannot pass env {key}={value!r} with -v (comma or newline in it)")
-            argv += ["-v", ",".join(f"{k}={v}" for k, v in req.env.items())]
+            argv += ["-v", ",".join(env_assignments(req.env, "qsub -v"))]
         argv.append(str(req.script))
         return argv
 
     def submit(self, req: SubmitRequest) -> str:
-        proc = run_command(self.submit_command(req))
-        job_id = proc.stdout.strip().split(".")[0]
-        if not job_id.isdigit():
-            raise JobError(f"qsub printed no job id: {proc.stdout.strip()!r} {proc.stderr.strip()}")
-        return job_id
+        return submitted_id(run_command(self.submit_command(req)), ".")
 
     def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
         wanted = [str(i) for i in ids]

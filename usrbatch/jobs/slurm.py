@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from usrbatch.errors import JobError
 from usrbatch.jobs.scheduler import (
     CANCELLED,
     COMPLETED,
@@ -16,7 +15,9 @@ from usrbatch.jobs.scheduler import (
     UNKNOWN,
     JobInfo,
     SubmitRequest,
+    env_assignments,
     run_command,
+    submitted_id,
 )
 
 _STATES = {
@@ -89,20 +90,12 @@ class SlurmScheduler:
             argv += ["--chdir", str(req.workdir)]
         if req.after:
             argv.append("--dependency=afterok:" + ":".join(req.after))
-        export = ["ALL"]
-        for key, value in req.env.items():
-            if "," in value or "\n" in value:
-                raise JobError(f"sbatch cannot pass env {key}={value!r} with --export (comma or newline)")
-            export.append(f"{key}={value}")
+        export = ["ALL", *env_assignments(req.env, "sbatch --export")]
         argv += ["--export=" + ",".join(export), str(req.script)]
         return argv
 
     def submit(self, req: SubmitRequest) -> str:
-        proc = run_command(self.submit_command(req))
-        job_id = proc.stdout.strip().split(";")[0]
-        if not job_id.isdigit():
-            raise JobError(f"sbatch printed no job id: {proc.stdout.strip()!r} {proc.stderr.strip()}")
-        return job_id
+        return submitted_id(run_command(self.submit_command(req)), ";")
 
     def _sacct(self, ids: list[str]) -> dict[str, JobInfo]:
         # Without an accounting database plain sacct fails; `-c` reads the jobcomp file instead.
