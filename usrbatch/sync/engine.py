@@ -190,6 +190,24 @@ def _done(action: str, ds: str, summary: DiffSummary, opts: SyncOptions, started
     return result
 
 
+def _done_transferred(
+    action: str, ds: str, plan: SyncPlan, opts: SyncOptions, started: float, notes: list[str]
+) -> SyncResult:
+    """_done for a pull or push that moved `plan` under its locks."""
+    return _done(
+        action,
+        ds,
+        plan.summary,
+        opts,
+        started,
+        files_sent=len(plan.send),
+        bytes_sent=plan.bytes_to_send,
+        files_deleted=len(plan.delete),
+        locked=True,
+        notes=notes,
+    )
+
+
 @contextmanager
 def _local_lock(local_dir: Path, ds: str, opts: SyncOptions) -> Iterator[None]:
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -382,18 +400,7 @@ def pull(
         if created:
             _drop_if_only_runtime(root, local_dir)
         raise
-    return _done(
-        "pull",
-        ds,
-        plan.summary,
-        opts,
-        started,
-        files_sent=len(plan.send),
-        bytes_sent=plan.bytes_to_send,
-        files_deleted=len(plan.delete),
-        locked=True,
-        notes=notes,
-    )
+    return _done_transferred("pull", ds, plan, opts, started, notes)
 
 
 def _verify_staged(
@@ -555,18 +562,7 @@ def push(
             raise
         if not lease.alive():
             raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")
-    return _done(
-        "push",
-        ds,
-        plan.summary,
-        opts,
-        started,
-        files_sent=len(plan.send),
-        bytes_sent=plan.bytes_to_send,
-        files_deleted=len(plan.delete),
-        locked=True,
-        notes=notes,
-    )
+    return _done_transferred("push", ds, plan, opts, started, notes)
 
 
 def _verify_pushed(
