@@ -658,8 +658,11 @@ class SshTransport:
 
     def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
         """Local → remote for each item, parents created over SFTP (no exec). A fresh upload is
-        checked remotely by the following `apply(verify=...)` (no round trip here); a RESUMED
-        file is hashed remotely now (ONE exec) and redone from byte 0 once when it differs."""
+        checked remotely by the following `apply(verify=...)` (no round trip here). When the
+        connection was re-made during the batch, every file is hashed remotely now (ONE exec)
+        and redone from byte 0 once when it differs: the dead session's sftp-server can still
+        execute requests it had queued (an open with truncate, a write) after the new session
+        started the same file, so "not resumed" does not mean "intact"."""
         if not items:
             return
         for item in items:
@@ -672,6 +675,7 @@ class SshTransport:
         parents.discard("")
         self._retry(lambda: self._sftp_makedirs(sorted(parents)), what="mkdir", path=f"{len(parents)} dir(s)")
         resumed: set[str] = set()
+        connects_before = self.stats.connects  # the mkdir step above left a live connection
 
         def one(item: Transfer, restart: bool = False) -> None:
             if self._retry(
@@ -681,9 +685,10 @@ class SshTransport:
                     resumed.add(item.remote)
 
         self._run_batch(items, one)
-        if not resumed:
+        reconnected = self.stats.connects > connects_before
+        if not resumed and not reconnected:
             return
-        partial = [i for i in items if i.remote in resumed]
+        partial = list(items) if reconnected else [i for i in items if i.remote in resumed]
         bad = self._verify_uploads(partial)
         redo = [i for i in partial if i.remote in bad]
         if redo:
