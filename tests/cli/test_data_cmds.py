@@ -13,6 +13,7 @@ import pytest
 
 from usrbatch.cli.common import run_cli
 from usrbatch.cli.usr_main import usr
+from usrbatch.dataset.registry import registry_hash
 
 VENV_USR = Path(sys.executable).with_name("usr")
 
@@ -405,7 +406,13 @@ def test_head_hides_tombstoned_rows_unless_include_deleted(populated) -> None:
                 "usr__deleted_at": pa.array([1_700_000_000_000_000], pa.timestamp("us", tz="UTC")),
                 "usr__deleted_reason": ["bad"],
             }
-        ).replace_schema_metadata({"usr:overlay_namespace": "usr", "usr:overlay_key": "id"}),
+        ).replace_schema_metadata(
+            {
+                "usr:overlay_namespace": "usr",
+                "usr:overlay_key": "id",
+                "usr:registry_hash": registry_hash(root),
+            }
+        ),
         ds / "_derived" / "usr.parquet",
     )
     code, out = cli("head", "ns/demo", "--columns", "sequence")

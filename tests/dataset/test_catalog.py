@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import random
 import subprocess
@@ -14,6 +15,7 @@ from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_datas
 from usrbatch.dataset.overlays import write_overlay_part
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import DatasetRef
+from usrbatch.dataset.registry import register_namespace, registry_hash
 from usrbatch.dataset.scan import SCAN_BATCH_ROWS
 
 
@@ -52,16 +54,17 @@ def test_validate_reports_bad_ids_overlays_and_log(dataset: DatasetRef) -> None:
     pq.write_table(bad, dataset.records)
     derived = dataset.dir / "_derived"
     derived.mkdir()
-    pq.write_table(pa.table({"id": [ids[0]], "rogue__x": [1]}), derived / "rogue.parquet")
-    pq.write_table(pa.table({"id": [ids[0]], "infer__ll": ["text"]}), derived / "infer.parquet")
+    stamp = registry_hash(dataset.root)
+    _overlay_file(derived / "rogue.parquet", pa.table({"id": [ids[0]], "rogue__x": [1]}), stamp=stamp)
+    _overlay_file(derived / "infer.parquet", pa.table({"id": [ids[0]], "infer__ll": ["text"]}), stamp=stamp)
     with open(dataset.dir / ".events.log", "ab") as fh:
         fh.write(b"{broken\n")
     report = validate_dataset(dataset)
     text = "\n".join(report.errors)
     assert "1 id(s) are not sha1" in text
     assert "1 duplicate id(s)" in text
-    assert "namespace 'rogue' is not registered" in text
-    assert "_derived/infer.parquet: column 'infer__ll' is string, registered as float64" in text
+    assert "Namespace 'rogue' is not registered." in text
+    assert "Overlay column 'infer__ll' type mismatch: expected float64, got string." in text
     assert "Event log contains malformed JSON at line" in text
     assert any("metadata key" in w for w in report.warnings)  # usr: metadata was dropped above
     assert not report.ok(strict=False)
@@ -125,16 +128,19 @@ def test_validate_reports_nulls_only_when_there_are_nulls(dataset: DatasetRef) -
     assert validate_dataset(dataset).errors == ["records.parquet: 2 null value(s) in 'sequence'."]
 
 
-def _overlay(path: Path, table: pa.Table, key: str = "id") -> None:
+def _overlay_file(path: Path, table: pa.Table, key: str = "id", stamp: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {S.META_OVERLAY_NAMESPACE: path.parent.name if path.parent.name != "_derived" else path.stem}
     meta[S.META_OVERLAY_KEY] = key
+    if stamp is not None:
+        meta[S.META_REGISTRY_HASH] = stamp
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 def test_validate_overlay_keys_and_tombstones(dataset: DatasetRef) -> None:
     ids = pq.read_table(dataset.records, columns=["id"])["id"].to_pylist()
     derived = dataset.dir / "_derived"
+    _overlay = functools.partial(_overlay_file, stamp=registry_hash(dataset.root))
     _overlay(
         derived / "infer" / "part-a.parquet",
         pa.table({"id": [ids[0], ids[1], ids[0]], "infer__ll": [1.0, 2.0, 3.0]}),
@@ -196,3 +202,22 @@ def test_validate_reports_a_damaged_data_page(dataset: DatasetRef) -> None:
     dataset.records.write_bytes(bytes(data))
     errors = validate_dataset(dataset).errors
     assert len(errors) == 1 and "records.parquet: not a readable parquet file" in errors[0]
+
+
+def test_validate_refuses_overlays_without_stamps_or_stamped_by_another_registry(dataset: DatasetRef) -> None:
+    """The public default (`current`): an overlay must carry `usr:overlay_key` and the hash of the
+    registry as it is now; `frozen` accepts the hash records.parquet was frozen with."""
+    ids = pq.read_table(dataset.records, columns=["id"])["id"].to_pylist()
+    derived = dataset.dir / "_derived"
+    before = registry_hash(dataset.root)
+    write_overlay_part(dataset, "infer", [{"id": ids[0], "ll": 1.0}])
+    assert validate_dataset(dataset).errors == []
+    register_namespace(dataset.root, "later", "later__x:float64")
+    report = validate_dataset(dataset)
+    assert len(report.errors) == 1 and report.errors[0].startswith("Overlay registry_hash mismatch for ")
+    assert f": {before} not in [{registry_hash(dataset.root)}]." in report.errors[0]
+    for mode in ("frozen", "either", "namespace-current", "namespace-frozen", "namespace-either"):
+        assert validate_dataset(dataset, registry_mode=mode).errors == [], mode
+    pq.write_table(pa.table({"id": [ids[1]], "infer__ll": [2.0]}), derived / "infer.parquet")
+    errors = validate_dataset(dataset, registry_mode="frozen").errors
+    assert errors == [f"Overlay missing required metadata key: {derived / 'infer.parquet'}"]

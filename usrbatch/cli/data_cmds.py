@@ -29,6 +29,7 @@ from usrbatch.dataset.preview import (
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import open_dataset
 from usrbatch.dataset.registry import load_registry, register_namespace
+from usrbatch.dataset.registry_modes import DEFAULT_REGISTRY_MODE, REGISTRY_MODES
 from usrbatch.errors import DatasetError, EventLogError, UsrError
 
 
@@ -302,10 +303,18 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
 @click.command("validate")
 @click.argument("dataset")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option(
+    "--registry-mode",
+    type=click.Choice(REGISTRY_MODES, case_sensitive=False),
+    default=DEFAULT_REGISTRY_MODE,
+    show_default=True,
+    help="Registry the overlays' stamps and columns are checked against (as the public tool; "
+    "docs/interop.md).",
+)
 @pass_usr
-def validate_cmd(usr: UsrContext, dataset: str, strict: bool) -> None:
+def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str) -> None:
     """Check DATASET: schema, metadata, ids, overlays and the event log."""
-    report = validate_dataset(open_dataset(usr.root, dataset))
+    report = validate_dataset(open_dataset(usr.root, dataset), registry_mode=registry_mode)
     for warning in report.warnings:
         click.echo(f"WARNING: {warning}")
     problems = report.errors + (report.warnings if strict else [])

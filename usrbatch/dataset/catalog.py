@@ -29,7 +29,12 @@ from usrbatch.dataset.overlays import (
     source_key,
 )
 from usrbatch.dataset.ref import DatasetRef
-from usrbatch.dataset.registry import load_registry, parse_type, render_type
+from usrbatch.dataset.registry import load_registry, render_type
+from usrbatch.dataset.registry_modes import (
+    DEFAULT_REGISTRY_MODE,
+    check_overlay_registry,
+    normalize_registry_mode,
+)
 from usrbatch.dataset.scan import (
     DuplicateCounter,
     count_duplicates,
@@ -284,10 +289,13 @@ def _check_overlay_rows(source: OverlaySource, rel: str, report: ValidationRepor
         )
 
 
-def validate_dataset(ref: DatasetRef) -> ValidationReport:
+def validate_dataset(ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE) -> ValidationReport:
     """Check records schema + metadata, rows (sha1 ids, unique, alphabets, lengths), overlays
-    (registered and typed, or the tombstone schema; key column; no repeated keys) and the event log.
-    Streams every parquet file: memory stays O(batch) plus 8 bytes per id."""
+    (stamps and columns against the registry `registry_mode` picks, as the public tool does; the
+    tombstone schema; key column; no repeated keys) and the event log.
+    Streams every parquet file: memory stays O(batch) plus 8 bytes per id.
+    SchemaError for an unknown `registry_mode`."""
+    registry_mode = normalize_registry_mode(registry_mode)
     ref.require(readable=False)
     report = ValidationReport(ref.dataset_id)
     try:
@@ -309,8 +317,8 @@ def validate_dataset(ref: DatasetRef) -> ValidationReport:
     registry = None
     try:
         registry = load_registry(ref.root, required=True)
-    except UsrError as exc:
-        report.errors.append(str(exc))
+    except UsrError as exc:  # an error only where the registry mode needs it (below)
+        report.warnings.append(str(exc))
     if registry is not None and meta.get(S.META_REGISTRY_HASH) not in (None, registry.hash):
         report.warnings.append(
             "records.parquet: usr:registry_hash differs from the current registry (it is re-stamped on the next mutation)."
@@ -322,27 +330,13 @@ def validate_dataset(ref: DatasetRef) -> ValidationReport:
     except UsrError as exc:
         report.errors.append(str(exc))
         overlays = {}
+    report.errors.extend(check_overlay_registry(ref, overlays, registry_mode).errors)
     for namespace, sources in sorted(overlays.items()):
-        spec = registry.namespaces.get(namespace) if registry else None
-        tombstone = namespace == TOMBSTONE_NAMESPACE
-        if registry is not None and spec is None and not tombstone:
-            report.errors.append(f"_derived/{namespace}: namespace '{namespace}' is not registered.")
-            continue
         for source in sources:
             rel = source.path.relative_to(ref.dir).as_posix()
             assert source.schema is not None  # overlay_sources read every footer
-            if tombstone:
+            if namespace == TOMBSTONE_NAMESPACE:
                 _check_tombstones(rel, source.schema, report)
-            for fld in source.schema:
-                if fld.name in ("id", "sequence") or spec is None:
-                    continue
-                registered = spec.column(fld.name)
-                if registered is None:
-                    report.errors.append(f"{rel}: column '{fld.name}' is not registered under '{namespace}'.")
-                elif render_type(fld.type) != render_type(parse_type(registered.type)):
-                    report.errors.append(
-                        f"{rel}: column '{fld.name}' is {render_type(fld.type)}, registered as {registered.type}."
-                    )
             if S.META_OVERLAY_NAMESPACE not in S.read_metadata(source.schema):
                 report.warnings.append(f"{rel}: overlay metadata (usr:overlay_*) is missing.")
             _check_overlay_rows(source, rel, report)

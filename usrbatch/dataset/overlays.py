@@ -5,9 +5,12 @@ everything before the first write. Decisions (see the module's tests):
 * `attach` writes the compact `_derived/<ns>.parquet` like the public tool (merged: incoming values
   win on overlap, other cells are kept). When a part dir `_derived/<ns>/` exists the public tool
   refuses; here attach writes a new part instead, which is what sync prefers (an added file,
-  nothing rewritten) and reads resolve the same way.
-* Overlays are always written keyed by `id`: `--key sequence|sequence_ci` input is mapped to ids
-  through the base table first. Reads also accept public overlays keyed by `sequence`.
+  nothing rewritten) and reads resolve the same way. A part dir's `digest_ledger.json` is kept
+  current after every part we write, as the public `write_overlay_part` keeps it.
+* Overlays are keyed as the public tool keys them: the key column is named after `--key`
+  (`id`, `sequence`, `sequence_norm`, `sequence_ci`) and holds the normalized key (trimmed;
+  upper-cased for `sequence_ci`), `usr:overlay_key` names it. A write into a compact overlay
+  keyed differently is refused (`Overlay key mismatch ...: existing=<k> new=<k>`).
 * Reads merge the compact file and every part per (id, column), ordered by `usr:overlay_created_at`
   then filename; the newest writer wins. `read_dataset` loads every file; `read_overlay_rows`
   applies the same merge (`_merge_sources`) to the rows of chosen ids only, scanning each file
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.atomic import atomic_write_parquet, fsync_dir
+from usrbatch.dataset.digest_ledger import update_digest_ledger
 from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import detect_format, read_table
 from usrbatch.dataset.layout import DERIVED_DIR
@@ -269,6 +273,8 @@ def _map_keys(ref: DatasetRef, key: str, keys: pa.Array | pa.ChunkedArray) -> tu
         if alphabets - {"dna_4"}:
             raise SchemaError("sequence_ci is only valid for dna_4 datasets.")
         base_seq = pc.utf8_upper(base_seq)
+    if pc.count_distinct(base_seq).as_py() != len(base_seq):
+        raise SchemaError(f"Attach key requires unique base keys; duplicate base keys detected for '{key}'.")
     position = pc.index_in(keys, value_set=base_seq.combine_chunks())
     ids = pc.take(base["id"], position)
     return ids.combine_chunks(), pc.is_valid(position)
@@ -280,33 +286,35 @@ def _table_key(table: pa.Table) -> str:
 
 
 def _overlay_metadata(
-    namespace: str, spec: NamespaceSpec, registry: Registry, created_at: str
+    namespace: str, spec: NamespaceSpec, registry: Registry, created_at: str, key: str
 ) -> dict[bytes, bytes]:
     return {
         S.META_OVERLAY_NAMESPACE.encode(): namespace.encode(),
-        S.META_OVERLAY_KEY.encode(): b"id",
+        S.META_OVERLAY_KEY.encode(): key.encode(),
         S.META_OVERLAY_CREATED_AT.encode(): created_at.encode(),
         S.META_REGISTRY_HASH.encode(): registry.hash.encode(),
         S.META_NAMESPACE_CONTRACT_HASH.encode(): spec.contract_hash.encode(),
     }
 
 
-def _ordered_schema(spec: NamespaceSpec, names: Iterable[str]) -> pa.Schema:
+def _ordered_schema(spec: NamespaceSpec, names: Iterable[str], key: str = "id") -> pa.Schema:
     present = set(names)
     return pa.schema(
-        [("id", pa.string())] + [(c.name, parse_type(c.type)) for c in spec.columns if c.name in present]
+        [(key, pa.string())] + [(c.name, parse_type(c.type)) for c in spec.columns if c.name in present]
     )
 
 
-def _merge_compact(existing: pa.Table, incoming: pa.Table, spec: NamespaceSpec) -> pa.Table:
-    """Incoming values win for its rows and columns; every other existing cell is kept."""
-    names = [n for n in existing.column_names if n != "id"] + [
-        n for n in incoming.column_names if n != "id" and n not in existing.column_names
+def _merge_compact(existing: pa.Table, incoming: pa.Table, spec: NamespaceSpec, key: str) -> pa.Table:
+    """Incoming values win for its rows and columns; every other existing cell is kept (joined
+    on the key column, `key`, which both tables are keyed by)."""
+    names = [n for n in existing.column_names if n != key] + [
+        n for n in incoming.column_names if n != key and n not in existing.column_names
     ]
-    schema = _ordered_schema(spec, names)
-    in_incoming = pc.is_in(existing["id"], value_set=incoming["id"].combine_chunks())
+    schema = _ordered_schema(spec, names, key)
+    existing_keys = existing[key].cast(pa.string()).combine_chunks()
+    in_incoming = pc.is_in(existing_keys, value_set=incoming[key].combine_chunks())
     rest = existing.filter(pc.invert(in_incoming))
-    position = pc.index_in(incoming["id"], value_set=existing["id"].combine_chunks())
+    position = pc.index_in(incoming[key], value_set=existing_keys)
     arrays_rest, arrays_new = [], []
     for fld in schema:
         if fld.name in rest.column_names:
@@ -349,16 +357,20 @@ def _part_name() -> str:
     return f"part-{stamp}-{uuid.uuid4().hex}.parquet"
 
 
-def _move_compact_into_parts(ref: DatasetRef, namespace: str) -> None:
+def _move_compact_into_parts(ref: DatasetRef, namespace: str) -> Path | None:
+    """Move a compact `_derived/<ns>.parquet` into the part dir; returns the part it became."""
     compact = compact_path(ref, namespace)
-    if compact.is_file():
-        target_dir = parts_dir(ref, namespace)
-        target_dir.mkdir(parents=True, exist_ok=True)
-        created = S.read_metadata(_read_overlay_schema(compact)).get(S.META_OVERLAY_CREATED_AT, "")
-        stamp = created.replace(":", "").replace("-", "").replace(".", "") or "00000000T000000000000Z"
-        os.replace(compact, target_dir / f"part-{stamp}-{uuid.uuid4().hex}.parquet")
-        fsync_dir(target_dir)
-        fsync_dir(compact.parent)
+    if not compact.is_file():
+        return None
+    target_dir = parts_dir(ref, namespace)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    created = S.read_metadata(_read_overlay_schema(compact)).get(S.META_OVERLAY_CREATED_AT, "")
+    stamp = created.replace(":", "").replace("-", "").replace(".", "") or "00000000T000000000000Z"
+    part = target_dir / f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+    os.replace(compact, part)
+    fsync_dir(target_dir)
+    fsync_dir(compact.parent)
+    return part
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,10 +433,10 @@ def _write_overlay(
         if not as_part and compact.is_file():
             existing = _read_overlay_table(compact)
             existing_key = _table_key(existing)
-            if existing_key != "id":
+            if existing_key != key:
                 raise SchemaError(
-                    f"Overlay key mismatch for namespace '{namespace}': {compact} is keyed by "
-                    f"'{existing_key}', this write by 'id'. Rewrite the overlay keyed by id first."
+                    f"Overlay key mismatch for namespace '{namespace}': existing={existing_key} new={key}",
+                    hint=f"{compact} is keyed by '{existing_key}': attach with --key {existing_key}.",
                 )
             overlap = [c for c in incoming.columns if c in existing.column_names]
             if overlap and not allow_overwrite:
@@ -443,33 +455,37 @@ def _write_overlay(
         if existing is not None:
             for fld in existing.schema:
                 registered = spec.column(fld.name)
-                if fld.name != "id" and (
+                if fld.name != key and (
                     registered is None or not _compatible(fld.type, parse_type(registered.type))
                 ):
                     raise SchemaError(
                         f"Overlay type mismatch under namespace '{namespace}': existing column '{fld.name}' in "
                         f"{compact} is {render_type(fld.type)}, not registered as that. Fix the registry or the overlay."
                     )
-        schema = _ordered_schema(spec, typed)
+        schema = _ordered_schema(spec, typed, key)
         keep = pc.is_valid(ids)
+        keys = ids if key == "id" else incoming.keys  # the public tool stores the normalized key
         new = pa.Table.from_arrays(
-            [pc.filter(ids, keep).cast(pa.string())]
+            [pc.filter(keys, keep).cast(pa.string())]
             + [pc.filter(typed[f.name], keep) for f in list(schema)[1:]],
             schema=schema,
         )
         # Everything is validated: from here on we write.
         created_at = S.iso_utc(S.utc_now())
         freeze_registry(ref, registry)
+        moved = None
         if as_part:
-            _move_compact_into_parts(ref, namespace)
+            moved = _move_compact_into_parts(ref, namespace)
             target = parts_dir(ref, namespace) / _part_name()
             parts_dir(ref, namespace).mkdir(parents=True, exist_ok=True)
             body = new
         else:
             target = compact
-            body = _merge_compact(existing, new, spec) if existing is not None else new
-        body = body.replace_schema_metadata(_overlay_metadata(namespace, spec, registry, created_at))
+            body = _merge_compact(existing, new, spec, key) if existing is not None else new
+        body = body.replace_schema_metadata(_overlay_metadata(namespace, spec, registry, created_at, key))
         atomic_write_parquet(target, body)
+        if as_part:
+            update_digest_ledger(parts_dir(ref, namespace), [p for p in (moved, target) if p is not None])
         rel = target.relative_to(ref.dir).as_posix()
         action = "attach" if mode == "attach" else "write_overlay_part"
         args = {

@@ -305,6 +305,15 @@ def load_registry(root: Path | str, *, required: bool = True) -> Registry | None
                 f"Registry required but not found: {path}. Create it with `usr namespace register ...`."
             )
         return None
+    return load_registry_file(path)
+
+
+def load_registry_file(path: Path) -> Registry:
+    """Load one registry file (the root's, or a dataset's frozen `_registry/registry.<hash>.yaml`).
+
+    SchemaError naming the file when it is missing, not YAML, or not a valid registry."""
+    if not path.is_file():
+        raise SchemaError(f"Registry file not found: {path}.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
