@@ -352,3 +352,28 @@ def test_push_removes_temps_left_by_dead_pushes_but_a_noop_touches_nothing(sides
     assert engine.push(sides.local_root, ds, sides.transport).files_sent == 1
     assert not any(p.exists() for p in stale)
     assert tree(remote) == tree(local)
+
+
+def test_push_keeps_every_source_mtime_as_rsync_t(sides):
+    """Every file a push writes gets its local source's mtime (ns): the public tool compares
+    meta.md by mtime, so otherwise its `diff` says CHANGES after our push (issue 9, point 1)."""
+    local = make_dataset(sides.local_root, DS)
+    for i, path in enumerate(sorted(p for p in local.rglob("*") if p.is_file())):
+        os.utime(
+            path, ns=(1_700_000_000_000_000_000 + i * 1_000_003, 1_700_000_000_000_000_000 + i * 1_000_003)
+        )
+    engine.push(sides.local_root, DS, sides.transport)
+    write_part(local, "infer")
+    (local / "meta.md").write_text("# changed\n")
+    os.utime(local / "meta.md", ns=(1_767_225_600_987_654_321, 1_767_225_600_987_654_321))
+    res = engine.push(sides.local_root, DS, sides.transport)
+    assert res.transfer_state == "TRANSFERRED"
+    mtimes = {}
+    for side in (sides.local_root, sides.remote_root):
+        mtimes[side] = {
+            p.relative_to(side / DS).as_posix(): p.stat().st_mtime_ns
+            for p in (side / DS).rglob("*")
+            if p.is_file() and p.relative_to(side / DS).as_posix() in tree(side / DS)
+        }
+    assert mtimes[sides.remote_root] == mtimes[sides.local_root]
+    assert mtimes[sides.remote_root]["meta.md"] == 1_767_225_600_987_654_321

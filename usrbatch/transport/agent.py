@@ -575,8 +575,32 @@ def _check_uploads(base, verify):
     return verified
 
 
+def _set_mtimes(base, mtimes, sources):
+    """Set the mtime (ns) of rename sources only; every path validated before any change."""
+    if not isinstance(mtimes, dict):
+        raise AgentError("mtimes must be a {path: mtime_ns} object")
+    plan = []
+    for rel, mtime_ns in sorted(mtimes.items()):
+        path = resolve_under(base, rel, "mtime path")
+        if path not in sources:
+            raise AgentError("mtime path is not a rename source: %s" % rel)
+        if isinstance(mtime_ns, bool) or not isinstance(mtime_ns, int) or mtime_ns < 0:
+            raise AgentError("mtime for %s must be a non-negative integer of nanoseconds" % rel)
+        plan.append((path, mtime_ns))
+    for path, mtime_ns in plan:
+        st = os.lstat(path)
+        os.utime(path, ns=(st.st_atime_ns, mtime_ns))
+
+
 def apply_changes(
-    base, renames, removals, verify=None, inventory_rel=None, parquet_stats=False, cache_path=None
+    base,
+    renames,
+    removals,
+    verify=None,
+    inventory_rel=None,
+    parquet_stats=False,
+    cache_path=None,
+    mtimes=None,
 ):
     """Rename each (src, dst) into place (parents created, dst replaced atomically), then remove
     each file in `removals` (missing ones are skipped) and prune directories left empty.
@@ -586,6 +610,8 @@ def apply_changes(
     mismatch removes them all and raises VerifyMismatch, renaming nothing. With `inventory_rel`,
     the result carries the post-apply inventory of that dir under "inventory" (same exec).
     Directories are never removed except empty ones during pruning; base itself is never removed.
+    `mtimes` ({rename source: mtime_ns}) sets those sources' mtimes first (an upload keeps its
+    source's mtime, as rsync -t does; the public tool compares meta.md by mtime).
     """
     base = expand_base(base)
     if not os.path.isdir(base):
@@ -616,6 +642,7 @@ def apply_changes(
         if stat.S_ISDIR(st.st_mode):
             raise AgentError("refusing to remove a directory: %s" % rel)
         plan_rm.append(path)
+    _set_mtimes(base, mtimes or {}, [src for src, _dst in plan_ren])
     verified = _check_uploads(base, verify) if verify else {}
     known = {}
     inv_prefix = os.path.join(inv_path, "") if inv_path is not None else None
@@ -940,6 +967,7 @@ OPS = {
         req.get("inventory"),
         req.get("parquet_stats", False),
         req.get("cache_path"),
+        req.get("mtimes"),
     ),
     "hash": lambda req: hash_paths(req["base"], req.get("paths", [])),
     "stat": lambda req: stat_path(

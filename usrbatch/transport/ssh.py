@@ -168,6 +168,7 @@ class SshTransport:
         self.force_sh = force_sh  # tests: behave as if the remote had no python3
         self.stats = TransportStats()
         self._lock = threading.RLock()
+        self._sent_mtimes: dict[str, int] = {}  # uploaded remote path -> its source's mtime_ns
         self._conn: Connection | None = None
         self._generation = 0
         self._sftp_pool: list[tuple[int, paramiko.SFTPClient]] = []
@@ -468,6 +469,10 @@ class SshTransport:
         }
         if ver:
             request["verify"] = ver
+        with self._lock:  # uploads keep their source's mtime, as rsync -t (set before verify)
+            mtimes = {s: self._sent_mtimes.pop(s) for s, _d in ren if s in self._sent_mtimes}
+        if mtimes:
+            request["mtimes"] = mtimes
         if inv_rel is not None:
             request["inventory"] = inv_rel
             request["parquet_stats"] = parquet_stats
@@ -791,6 +796,7 @@ class SshTransport:
             wf = sftp.open(remote, "r+b" if offset else "wb")
             wf.MAX_REQUEST_SIZE = self._request_sizes(sftp)[1]
             with wf, local.open("rb") as lf:
+                sent_mtime = os.fstat(lf.fileno()).st_mtime_ns
                 wf.set_pipelined(True)
                 wf.seek(offset)
                 lf.seek(offset)
@@ -808,4 +814,6 @@ class SshTransport:
             raise VerificationError(
                 f"Local file {local} changed: sha256 {h.hexdigest()} != expected {item.sha256}; re-run to re-plan."
             )
+        with self._lock:
+            self._sent_mtimes[item.remote] = sent_mtime
         return offset > 0
