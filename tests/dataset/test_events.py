@@ -239,3 +239,48 @@ def test_tail_reads_only_the_end_of_a_large_log(dataset: DatasetRef) -> None:
     lines = ev.tail_lines(dataset.dir, 10)
     assert len(lines) == 10 and lines[-1] == b'{"k":1}' and lines[0] == last.rstrip(b"\n")
     assert all(ev.render_line(line, "json") for line in lines)
+
+
+def _tear(log: Path, fragment: bytes = b'{"event_version":1,"timestamp_utc":"2026-') -> tuple[bytes, int]:
+    before = log.read_bytes()
+    with open(log, "ab") as fh:
+        fh.write(fragment)
+    return before, len(before)
+
+
+def test_append_onto_a_torn_last_line_is_refused_with_the_truncate_fix(dataset: DatasetRef, tree) -> None:
+    log = dataset.dir / ".events.log"
+    _before, keep = _tear(log)
+    state = tree(dataset.root)
+    with pytest.raises(EventLogError) as info:
+        ev.append_event(dataset.dir, "attach", args={"x": 1})
+    assert info.value.message.startswith("Event log ends with a partial JSONL record: ")
+    assert f"after its last complete line (which ends at byte {keep})" in info.value.message
+    assert f"truncate -s {keep} {log}" in (info.value.hint or "")
+    assert tree(dataset.root) == state  # nothing fused, nothing written
+    os.truncate(log, keep)  # the fix the hint names
+    ev.append_event(dataset.dir, "attach", args={"x": 1})
+    assert ev.check_event_log(log) == []
+
+
+def test_a_log_that_is_one_fragment_keeps_zero_bytes(dataset: DatasetRef) -> None:
+    log = dataset.dir / ".events.log"
+    log.write_bytes(b"x" * 70_000)  # longer than one backwards read block, no newline at all
+    with pytest.raises(EventLogError) as info:
+        ev.require_complete_log(dataset.dir)
+    assert "70000 byte(s) after its last complete line (which ends at byte 0)" in info.value.message
+
+
+def test_event_log_mode_follows_the_umask(root: Path) -> None:
+    from usrbatch.dataset.records import import_records, init_dataset
+
+    previous = os.umask(0o002)
+    try:
+        ref = init_dataset(root, "shared").dataset
+        import_records(ref, [{"sequence": "ACGT"}])
+    finally:
+        os.umask(previous)
+    files = [p for p in ref.dir.rglob("*") if p.is_file()]
+    modes = {p.relative_to(ref.dir).as_posix(): p.stat().st_mode & 0o777 for p in files}
+    assert set(modes.values()) == {0o664}, modes
+    assert {".events.log", ".events.lock", ".usr.lock", "records.parquet", "meta.md"} <= set(modes)

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from usrbatch.dataset.locks import LockTimeoutError, dataset_lock, event_lock
+from usrbatch.dataset.locks import LockTimeoutError, dataset_lock, event_lock, lock_holder
 from usrbatch.errors import DatasetError
 
 
@@ -57,10 +59,82 @@ def _try_lock(directory: Path, got: list[str]) -> None:
         got.append("timeout")
 
 
-def test_event_lock_file_mode(tmp_path: Path) -> None:
-    with event_lock(tmp_path):
-        pass
-    assert (tmp_path / ".events.lock").stat().st_mode & 0o777 == 0o600
+def test_lock_files_follow_the_umask_like_records(tmp_path: Path) -> None:
+    previous = os.umask(0o002)
+    try:
+        with dataset_lock(tmp_path), event_lock(tmp_path):
+            pass
+        (tmp_path / "records.parquet").write_bytes(b"")  # how every other dataset file is created
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {".usr.lock": 0o664, ".events.lock": 0o664, "records.parquet": 0o664}
+
+
+def _hold_raw_flock(path: str, ready, release) -> None:
+    """A holder that records nothing (as the public tool's locks are empty files)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    ready.set()
+    release.wait(30)
+    os.close(fd)
+
+
+def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        holder = lock_holder(tmp_path / ".usr.lock")
+        assert holder is not None and holder.pid == proc.pid
+        assert holder.host == socket.gethostname() and holder.since and holder.since.endswith("Z")
+        with pytest.raises(LockTimeoutError) as info, dataset_lock(tmp_path, timeout=0.1):
+            pass
+        assert f"It is held by pid {proc.pid} on host {socket.gethostname()}" in info.value.message
+        assert " since 20" in info.value.message
+        assert f"kill {proc.pid}" in (info.value.hint or "")
+    finally:
+        release.set()
+        proc.join(30)
+    assert (tmp_path / ".usr.lock").read_bytes() == b""  # the record goes with the lock
+    assert lock_holder(tmp_path / ".usr.lock") is None
+
+
+def test_an_unrecorded_holder_is_found_in_proc_locks(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_raw_flock, args=(str(tmp_path / ".events.lock"), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(LockTimeoutError) as info, event_lock(tmp_path, timeout=0.1):
+            pass
+        assert f"held by pid {proc.pid}" in info.value.message
+        assert "_hold_raw_flock" in info.value.message or "python" in info.value.message  # its command line
+    finally:
+        release.set()
+        proc.join(30)
+
+
+def test_a_blocking_wait_says_who_holds_the_lock(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    proc.start()
+    try:
+        assert ready.wait(30)
+        threading.Timer(0.5, release.set).start()
+        with dataset_lock(tmp_path):  # blocks until the holder lets go
+            pass
+    finally:
+        release.set()
+        proc.join(30)
+    err = capfd.readouterr().err
+    assert f"usr: waiting for the dataset lock {tmp_path / '.usr.lock'}. It is held by pid {proc.pid}" in err
 
 
 def test_dataset_lock_needs_the_directory(tmp_path: Path) -> None:

@@ -185,3 +185,90 @@ def test_import_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
     elapsed = time.monotonic() - start
     assert result.rows_written == len(seqs)
     assert elapsed < 20, f"import of 100k rows took {elapsed:.1f}s"
+
+
+def test_import_and_attach_refuse_a_torn_event_log_before_writing(
+    dataset: DatasetRef, tmp_path: Path, tree
+) -> None:
+    from usrbatch.dataset.overlays import attach
+    from usrbatch.errors import EventLogError
+
+    log = dataset.dir / ".events.log"
+    keep = log.stat().st_size
+    with open(log, "ab") as fh:
+        fh.write(b'{"event_version":1,"acti')
+    scores = tmp_path / "scores.csv"
+    scores.write_text(f"id,infer__ll\n{S.compute_id('dna', 'ACGTACGT')},1.5\n")
+    before = tree(dataset.root)
+    with pytest.raises(EventLogError, match="Event log ends with a partial JSONL record"):
+        import_records(dataset, [{"sequence": "TTTTAAAA"}])
+    with pytest.raises(EventLogError, match="partial JSONL record") as info:
+        attach(dataset, scores, "infer")
+    assert f"truncate -s {keep} {log}" in (info.value.hint or "")
+    assert tree(dataset.root) == before
+    log.write_bytes(log.read_bytes()[:keep])
+    import_records(dataset, [{"sequence": "TTTTAAAA"}])
+    attach(dataset, scores, "infer")
+    assert [json.loads(line)["action"] for line in log.read_text().splitlines()[-2:]] == [
+        "import_rows",
+        "attach",
+    ]
+
+
+def test_init_refuses_a_directory_with_dataset_files_and_names_them(root: Path, tree) -> None:
+    ref = init_dataset(root, "ns/old").dataset
+    import_records(ref, [{"sequence": "ACGT"}])
+    ref.records.unlink()  # lost primary; history, meta.md and snapshots remain
+    before = tree(root)
+    with pytest.raises(DatasetError) as info:
+        init_dataset(root, "ns/old")
+    message = info.value.message
+    assert message.startswith(f"Refusing to init 'ns/old': {ref.dir} already holds dataset files (")
+    for name in (".events.log", "_registry/", "_snapshots/", "meta.md"):
+        assert name in message
+    newest = max((ref.dir / "_snapshots").iterdir())
+    assert f"cp {newest} {ref.records}" in (info.value.hint or "")
+    assert tree(root) == before
+    (root / "other").mkdir()
+    (root / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match=r"already holds dataset files \(notes\.txt\)") as info:
+        init_dataset(root, "other")
+    assert "move those files out" in (info.value.hint or "")
+    (root / "locks_only").mkdir()
+    (root / "locks_only" / ".usr.lock").write_bytes(b"")  # runtime leftovers do not count
+    init_dataset(root, "locks_only")
+
+
+def test_missing_primary_hint_points_at_the_newest_snapshot(root: Path) -> None:
+    ref = init_dataset(root, "gone").dataset
+    import_records(ref, [{"sequence": "ACGT"}])
+    ref.records.unlink()
+    with pytest.raises(DatasetError) as info:
+        ref.require()
+    newest = max((ref.dir / "_snapshots").iterdir())
+    assert info.value.message == f"Dataset not initialized: {ref.dir}"
+    assert f"cp {newest} {ref.records}" in (info.value.hint or "") and "init" not in (info.value.hint or "")
+    with pytest.raises(DatasetError) as info:
+        open_dataset(root, "never").require()
+    assert "init never" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("column", ["id", "sequence"])
+def test_int_core_column_in_records_is_a_clear_error(
+    dataset: DatasetRef, tmp_path: Path, tree, column: str
+) -> None:
+    from usrbatch.dataset.overlays import attach
+
+    table = pq.read_table(dataset.records)
+    broken = table.set_column(
+        table.schema.get_field_index(column), column, pa.array(range(table.num_rows), pa.int64())
+    )
+    pq.write_table(broken.replace_schema_metadata(table.schema.metadata), dataset.records)
+    scores = tmp_path / "scores.csv"
+    scores.write_text("sequence,infer__ll\nACGTACGT,1.5\n")
+    before = tree(dataset.root)
+    with pytest.raises(DatasetError, match=rf"column '{column}' is int64, but USR stores it as string"):
+        import_records(dataset, [{"sequence": "TTTTAAAA"}])
+    with pytest.raises(DatasetError, match=rf"column '{column}' is int64"):
+        attach(dataset, scores, "infer", key="sequence")
+    assert tree(dataset.root) == before

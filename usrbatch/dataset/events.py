@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import socket
 import stat
 import time
@@ -164,28 +165,99 @@ def check_record(data: bytes) -> bytes:
     return body + b"\n"
 
 
-def append_encoded(dataset_dir: Path | str, data: bytes, *, lock_timeout: float | None = None) -> None:
-    """Append one encoded record under the event lock: O_APPEND|O_NOFOLLOW, 0600, fsync.
+# A log whose last line is torn (a crash mid-append, a cut copy) is refused rather than repaired by
+# terminating the fragment: a terminated fragment is a malformed JSON line for ever, which the
+# public validator and every sync prefix proof (§7.3) reject, and an append-only log cannot drop
+# it later without rewriting history. Cutting the fragment off is the user's call, so the error
+# names the exact byte count and the command.
+_TAIL_BLOCK = 64 * 1024
 
-    The record is checked (cap, single line) before anything is touched. On a write failure the
-    log is truncated back to its prior size; the EventLogError says `Event log append
-    <restored|committed|indeterminate>: <path>`.
+
+def torn_tail(fd: int, size: int) -> tuple[int, int] | None:
+    """(bytes to keep, fragment length) when the file behind `fd` (of `size` bytes) does not end
+    with `\n`; None when it does (or is empty). Reads backwards: at most one record's worth."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return None
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_BLOCK)
+        block = os.pread(fd, end - start, start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            keep = start + nl + 1
+            return keep, size - keep
+        end = start
+    return 0, size
+
+
+def torn_tail_error(path: Path, keep: int, fragment: int) -> EventLogError:
+    return EventLogError(
+        f"Event log ends with a partial JSONL record: {path} has {fragment} byte(s) after its last "
+        f"complete line (which ends at byte {keep}). Refusing to write: the next event would be fused "
+        "with it and both records lost.",
+        hint="A write was cut off (a crash or an interrupted copy). Look at the fragment with "
+        f"`tail -c {fragment} {shlex.quote(str(path))}`, cut it off with "
+        f"`truncate -s {keep} {shlex.quote(str(path))}`, then retry.",
+    )
+
+
+def require_complete_log(dataset_dir: Path | str) -> None:
+    """EventLogError (naming the fix) when `<dataset>/.events.log` ends with a torn line.
+
+    Called by mutations before they write anything; `append_encoded` checks again under the event
+    lock, so a record is never appended onto a fragment.
+    """
+    path = Path(dataset_dir) / EVENTS
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise EventLogError(f"Event log must be one regular file: {path}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise EventLogError(f"Event log must be one regular file: {path}")
+        torn = torn_tail(fd, st.st_size)
+    finally:
+        os.close(fd)
+    if torn is not None:
+        raise torn_tail_error(path, *torn)
+
+
+def append_encoded(dataset_dir: Path | str, data: bytes, *, lock_timeout: float | None = None) -> None:
+    """Append one encoded record under the event lock: O_APPEND|O_NOFOLLOW, mode 0666 minus the
+    umask (like every dataset file), fsync.
+
+    The record is checked (cap, single line) before anything is touched, and the log must end
+    with a complete line (else EventLogError naming the `truncate` fix; nothing is written). On a
+    write failure the log is truncated back to its prior size; the EventLogError says `Event log
+    append <restored|committed|indeterminate>: <path>`.
     """
     record = check_record(data)
     directory = Path(dataset_dir)
     path = directory / EVENTS
     with event_lock(directory, timeout=lock_timeout):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise EventLogError(f"Event log must be one regular file: {path}") from exc
+            if isinstance(exc, PermissionError):
+                raise EventLogError(
+                    f"Permission denied opening {path} for appending.",
+                    hint="Ask the dataset's owner to give your group write access "
+                    "(`chmod -R g+rwX <dataset dir>`), or work on your own copy.",
+                ) from exc
             raise
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise EventLogError(f"Event log must be one regular file: {path}")
             prior = st.st_size
+            torn = torn_tail(fd, prior)
+            if torn is not None:
+                raise torn_tail_error(path, *torn)
             try:
                 view = memoryview(record)
                 while view:

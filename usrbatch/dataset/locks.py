@@ -4,29 +4,60 @@ Both are exclusive `fcntl.flock` locks. They are re-entrant within one thread of
 step holding the dataset lock may call `import_records`, which takes it again), and exclusive
 across threads and processes because every acquisition from another thread opens its own file
 description.
+
+Who holds a lock is written into the lock file while it is held (one JSON line: pid, host,
+command, since) and cleared on release, so a wait or a timeout can name the holder. The public
+USR tool leaves its lock files empty; then the holder is looked up in /proc/locks (same host).
+Lock files are created with mode 0666 minus the process umask, like every other dataset file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import json
 import os
+import shlex
+import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from usrbatch.dataset.layout import DATASET_LOCK, EVENTS_LOCK
 from usrbatch.errors import DatasetError, EventLogError
+from usrbatch.redaction import redact
 
 _POLL_S = 0.05
+_FILE_MODE = 0o666  # the umask decides, as for records.parquet and every other dataset file
+_HOLDER_MAX = 4096
+_COMMAND_MAX = 200
 _held = threading.local()
 
 
 class LockTimeoutError(DatasetError):
     """A lock was not acquired within the requested timeout."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, as recorded in the lock file or found in /proc/locks."""
+
+    pid: int
+    host: str | None = None
+    command: str | None = None
+    since: str | None = None
+
+    def describe(self) -> str:
+        where = f" on host {self.host}" if self.host else ""
+        what = f" ({self.command})" if self.command else ""
+        when = f" since {self.since}" if self.since else ""
+        return f"pid {self.pid}{where}{what}{when}"
 
 
 def _counts() -> dict[str, int]:
@@ -37,24 +68,142 @@ def _counts() -> dict[str, int]:
     return counts
 
 
+def open_lock_file(path: Path, flags: int) -> int:
+    """Open (creating) a lock file O_NOFOLLOW with the umask-derived mode; clear errors, no traceback."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, _FILE_MODE)
+    except PermissionError as exc:
+        raise DatasetError(
+            f"Permission denied opening {path}: this user cannot write the dataset's lock file.",
+            hint="Ask the dataset's owner to give your group write access (`chmod -R g+rwX <dataset dir>`), "
+            "or work on your own copy.",
+        ) from exc
+
+
+def _holder_record() -> bytes:
+    command = shlex.join(str(a) for a in redact(list(sys.argv)))
+    if len(command) > _COMMAND_MAX:
+        command = command[: _COMMAND_MAX - 1] + "…"
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": since}
+    return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def _record_holder(fd: int) -> None:
+    with contextlib.suppress(OSError):  # a read-only lock file still locks; the record is a courtesy
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder_record(), 0)
+
+
+def _clear_holder(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _proc_locks_holder(path: Path) -> LockHolder | None:
+    """The pid /proc/locks names for an flock on `path` (same host only), with its command line."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            pid = int(fields[4])
+            try:
+                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                command = shlex.join(
+                    str(a) for a in redact([a.decode(errors="replace") for a in raw.split(b"\0") if a])
+                )
+            except OSError:
+                command = None
+            if command and len(command) > _COMMAND_MAX:
+                command = command[: _COMMAND_MAX - 1] + "…"
+            return LockHolder(pid, socket.gethostname(), command or None)
+    return None
+
+
+def lock_holder(path: Path) -> LockHolder | None:
+    """Who holds the lock at `path`: its recorded holder (if that process still runs on this host,
+    or runs elsewhere), else the /proc/locks entry, else None."""
+    recorded: LockHolder | None = None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            raw = os.read(fd, _HOLDER_MAX)
+        finally:
+            os.close(fd)
+        data = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        if isinstance(data, dict) and isinstance(data.get("pid"), int):
+            recorded = LockHolder(
+                data["pid"],
+                str(data.get("host") or "") or None,
+                str(data.get("command") or "") or None,
+                str(data.get("since") or "") or None,
+            )
+    except (OSError, ValueError):
+        recorded = None
+    if recorded is not None and (recorded.host != socket.gethostname() or _pid_alive(recorded.pid)):
+        return recorded
+    return _proc_locks_holder(path)
+
+
+def _holder_text(path: Path) -> tuple[str, str]:
+    """(" It is held by ...", hint) for a busy lock."""
+    holder = lock_holder(path)
+    if holder is None:
+        return (
+            "",
+            f"No holder is recorded in {path}; `fuser -v {shlex.quote(str(path))}` (or `lsof`) on the "
+            "machine that runs it names the process. Wait for it to finish, or retry with a longer timeout.",
+        )
+    return (
+        f" It is held by {holder.describe()}.",
+        f"Wait for pid {holder.pid} to finish (or stop it, `kill {holder.pid}`"
+        + (f" on {holder.host}" if holder.host else "")
+        + ", if it hung), then retry.",
+    )
+
+
 def _flock(fd: int, path: Path, timeout: float | None, what: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+    held_by, hint = _holder_text(path)
     if timeout is None:
+        print(f"usr: waiting for the {what} {path}.{held_by}", file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
+        if time.monotonic() >= deadline:
+            held_by, hint = _holder_text(path)  # the holder now, not when the wait began
+            raise LockTimeoutError(
+                f"Timed out after {timeout:g} s waiting for the {what} {path}.{held_by}", hint=hint
+            )
+        time.sleep(_POLL_S)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-        if time.monotonic() >= deadline:
-            raise LockTimeoutError(
-                f"Timed out after {timeout:g} s waiting for the {what} {path}. Another usr process "
-                "holds it; wait for it to finish (or retry with a longer timeout)."
-            )
-        time.sleep(_POLL_S)
 
 
 @contextmanager
@@ -74,7 +223,9 @@ def _reentrant(key: str) -> Iterator[bool]:
 def dataset_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iterator[Path]:
     """Hold the exclusive dataset write lock `<dataset>/.usr.lock` (blocking; optional timeout).
 
-    Raises DatasetError if the dataset directory does not exist, LockTimeoutError on timeout.
+    A wait prints one line to stderr naming the holder. Raises DatasetError if the dataset
+    directory does not exist or the lock file cannot be opened, LockTimeoutError on timeout
+    (naming the holder and what to do).
     """
     directory = Path(dataset_dir)
     if not directory.is_dir():
@@ -85,14 +236,16 @@ def dataset_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> It
         if nested:
             yield path
             return
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = open_lock_file(path, os.O_RDWR)
         try:
             _flock(fd, path, timeout, "dataset lock")
+            _record_holder(fd)
             _counts()[key] = 1
             try:
                 yield path
             finally:
                 _counts().pop(key, None)
+                _clear_holder(fd)
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
@@ -109,7 +262,7 @@ def _check_lock_file(fd: int, path: Path) -> os.stat_result:
 
 @contextmanager
 def event_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iterator[Path]:
-    """Hold the exclusive event lock `<dataset>/.events.lock` (O_NOFOLLOW, 0600, regular, nlink==1).
+    """Hold the exclusive event lock `<dataset>/.events.lock` (O_NOFOLLOW, regular, nlink==1).
 
     The lock file's identity is re-checked after locking, so a swapped or hard-linked lock file is
     rejected. Raises EventLogError for an unsafe lock file, LockTimeoutError on timeout.
@@ -122,7 +275,7 @@ def event_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iter
             yield path
             return
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = open_lock_file(path, os.O_RDWR)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise EventLogError(
@@ -141,10 +294,12 @@ def event_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iter
                 before.st_ino != after.st_ino
             ):
                 raise EventLogError(f"Event lock was replaced while locking: {path}. Retry.")
+            _record_holder(fd)
             _counts()[key] = 1
             try:
                 yield path
             finally:
                 _counts().pop(key, None)
+                _clear_holder(fd)
         finally:
             os.close(fd)

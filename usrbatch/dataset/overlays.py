@@ -417,6 +417,7 @@ def _write_overlay(
     )
     rows_incoming = table.num_rows
     with dataset_lock(ref.dir, timeout=lock_timeout):
+        ref.require_mutable()  # torn event log or non-text core columns: refuse before writing
         ids, matched = _map_keys(ref, key, incoming.keys)
         rows_matched = int(pc.sum(matched).as_py() or 0)
         rows_missing = rows_incoming - rows_matched

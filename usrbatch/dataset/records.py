@@ -23,7 +23,7 @@ from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import read_table
 from usrbatch.dataset.layout import META, REGISTRY_DIR, SNAPSHOT_NAME, SNAPSHOTS_DIR
 from usrbatch.dataset.locks import dataset_lock
-from usrbatch.dataset.ref import DatasetRef, as_dataset, open_dataset
+from usrbatch.dataset.ref import DatasetRef, as_dataset, dataset_entries, open_dataset, restore_hint
 from usrbatch.dataset.registry import Registry, ensure_registry, load_registry
 from usrbatch.errors import DatasetError, SchemaError
 
@@ -159,24 +159,41 @@ def append_meta_note(dataset_dir: Path, note: str, command: str | None = None) -
 # init
 
 
+def _refuse_occupied(ref: DatasetRef) -> None:
+    """DatasetError naming what is there when the dataset dir holds anything but runtime files:
+    `init` over an old history would rewrite meta.md and append a second `init` to its log."""
+    found = dataset_entries(ref.dir)
+    if not found:
+        return
+    listed = ", ".join(found[:8]) + (f", … ({len(found)} in total)" if len(found) > 8 else "")
+    if ref.records.exists():
+        raise DatasetError(
+            f"Dataset already exists: {ref.dir} (it holds {listed}).",
+            hint=f"Import into it with `usr import {ref.dataset_id}`, or choose another id.",
+        )
+    raise DatasetError(
+        f"Refusing to init '{ref.dataset_id}': {ref.dir} already holds dataset files ({listed}) "
+        "but no records.parquet; a new dataset there would mix into the old history.",
+        hint=restore_hint(ref.dir)
+        or "Choose another id, or move those files out of the directory if they are not needed.",
+    )
+
+
 def init_dataset(root: Path | str, dataset_id: str, *, source: str = "", notes: str = "") -> InitResult:
     """Create a dataset: empty records.parquet (core schema), a snapshot, the frozen registry,
     meta.md and `.events.log` with an `init` event.
 
     The public tool refuses `init` without registry.yaml. A new user's first command is `init`, so
     here a missing registry is created holding only the reserved `usr_state` namespace (the result
-    says so, and the CLI prints it). Raises DatasetError when the dataset already exists.
+    says so, and the CLI prints it). Raises DatasetError when the dataset already exists or the
+    directory holds anything but runtime files (locks, leases, temps), naming what it found.
     """
     ref = open_dataset(root, dataset_id)
-    if ref.records.exists():
-        raise DatasetError(
-            f"Dataset already exists: {ref.dir}. Choose another id, or import into it with `usr import`."
-        )
+    _refuse_occupied(ref)
     registry, created = ensure_registry(ref.root)
     ref.dir.mkdir(parents=True, exist_ok=True)
     with dataset_lock(ref.dir):
-        if ref.records.exists():
-            raise DatasetError(f"Dataset already exists: {ref.dir}. Choose another id.")
+        _refuse_occupied(ref)
         created_at = S.iso_utc(S.utc_now())
         schema = S.CORE_SCHEMA.with_metadata(S.base_metadata(created_at, registry.hash))
         _write_records(ref.dir, schema, None, None, snapshot=False)
@@ -363,6 +380,7 @@ def import_records(
     registry = load_registry(ref.root, required=True)
     assert registry is not None
     with dataset_lock(ref.dir, timeout=lock_timeout):
+        ref.require_mutable()
         existing = S.read_parquet(ref.records, columns=["id"])["id"]
         present = pc.is_in(prepared["id"], value_set=existing.combine_chunks())
         n_present = pc.sum(present).as_py() or 0
