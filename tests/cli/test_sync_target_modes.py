@@ -240,3 +240,25 @@ def test_file_options_are_noted_and_ignored_for_datasets(env, capsys, monkeypatc
     assert code == 0, out
     assert "NOTE: --remote-path applies to FILE mode only; ignored for dataset 'densegen/demo'." in err
     assert tree(env["usr"] / DS) == tree(env["hpc"] / DS)
+
+
+@pytest.mark.parametrize("action", ["diff", "pull", "push"])
+def test_a_stray_file_named_like_the_dataset_is_refused_not_overwritten(env, capsys, monkeypatch, action):
+    make_dataset(env["usr"], DS)
+    work = env["tmp"] / "work"
+    work.mkdir()
+    (work / "demo").write_bytes(b"the user's own file")
+    monkeypatch.chdir(work)
+    code, out, err = run(env, capsys, monkeypatch, action, "demo", "hpc", "-y")
+    assert code == 2
+    lines = out.splitlines()
+    assert lines[0] == (
+        "ERROR: Target 'demo' is ambiguous: ./demo is a file in the working directory, and 'demo' is "
+        f"also the dataset {DS} under {env['usr']}."
+    )
+    assert lines[1].startswith("Hint: Pass './demo' to sync the path") and len(lines) == 2
+    assert "Traceback" not in out + err
+    assert (work / "demo").read_bytes() == b"the user's own file"
+    assert list(env["hpc"].iterdir()) == [] and list(env["hpc repo"].iterdir()) == []
+    code, out, _ = run(env, capsys, monkeypatch, "diff", str(env["usr"] / DS), "hpc")
+    assert code == 0, out  # the dataset directory is the explicit choice of the dataset

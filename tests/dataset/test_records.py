@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -272,3 +273,26 @@ def test_int_core_column_in_records_is_a_clear_error(
     with pytest.raises(DatasetError, match=rf"column '{column}' is int64"):
         attach(dataset, scores, "infer", key="sequence")
     assert tree(dataset.root) == before
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("demo\x1b[31m", "control character U+001B"),
+        ("ns/de\x07mo", "control character U+0007"),
+        ("ns/a\u202eb", "control character U+202E"),
+        ("_snapshots", "'_snapshots', a name reserved for dataset internals"),
+        ("demo/_derived", "'_derived', a name reserved"),
+        ("_registry/x", "'_registry', a name reserved"),
+        ("ns/.hidden", "'.hidden', a name reserved"),
+        (".events.log", "'.events.log', a name reserved"),
+        ("demo/records.parquet", "'records.parquet', a name reserved"),
+    ],
+)
+def test_ids_with_control_characters_or_internal_names_are_refused(
+    root: Path, tree, bad: str, message: str
+) -> None:
+    before = tree(root)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        init_dataset(root, bad)
+    assert tree(root) == before

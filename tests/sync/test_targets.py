@@ -93,3 +93,40 @@ def test_dataset_dir_resolves_against_root_then_registry_ancestor(tmp_path: Path
     lonely = make_dataset(tmp_path / "lonely", "y")
     with pytest.raises(DatasetError, match="outside --root and no registry.yaml ancestor"):
         targets.resolve_dataset_target(root, str(lonely), action="diff")
+
+
+def test_a_stray_file_named_like_a_local_dataset_is_ambiguous(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "root"
+    make_dataset(root, "densegen/demo")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert targets.is_file_mode(root, "demo") is False  # nothing in the way: a dataset id
+    (work / "demo").write_text("my notes")
+    with pytest.raises(DatasetError) as info:
+        targets.is_file_mode(root, "demo")
+    assert info.value.message == (
+        "Target 'demo' is ambiguous: ./demo is a file in the working directory, and 'demo' is also "
+        f"the dataset densegen/demo under {root}."
+    )
+    assert "'./demo' to sync the path in the working directory (FILE mode)" in (info.value.hint or "")
+    assert str(root / "densegen" / "demo") in (info.value.hint or "")
+    assert targets.is_file_mode(root, "./demo") is True  # the explicit choices
+    assert targets.is_file_mode(root, str(root / "densegen" / "demo")) is False
+    assert targets.is_file_mode(root, "other") is False
+    (work / "other").write_text("x")
+    assert targets.is_file_mode(root, "other") is True  # an existing file that is no local dataset
+
+
+def test_a_dataset_dir_in_the_working_directory_that_is_another_dataset_is_ambiguous(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = tmp_path / "root"
+    make_dataset(root, "demo")
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path / "elsewhere", "x")
+    (tmp_path / "demo").symlink_to(tmp_path / "elsewhere" / "x")
+    with pytest.raises(DatasetError, match=r"\./demo is a dataset directory in the working directory"):
+        targets.is_file_mode(root, "demo")
+    monkeypatch.chdir(root)  # the same dataset either way: no ambiguity
+    assert targets.is_file_mode(root, "demo") is False

@@ -24,7 +24,7 @@ from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import audit, engine, filemode
 from usrbatch.sync.options import SyncOptions, resolve_flag_policy
 from usrbatch.sync.plan import DiffSummary
-from usrbatch.sync.targets import is_file_target, resolve_dataset_target, strict_bootstrap_enabled
+from usrbatch.sync.targets import is_file_mode, resolve_dataset_target, strict_bootstrap_enabled
 from usrbatch.sync.verify import VERIFY_MODES
 from usrbatch.transport.base import ProgressFn, Transport
 
@@ -179,7 +179,7 @@ def with_options(options: list) -> Callable[[Callable], Callable]:
 def _diff_result(
     ctx: UsrContext, dataset: str, remote: str, verify: str, repo_root: str | None, remote_path: str | None
 ) -> engine.SyncResult:
-    if is_file_target(dataset):
+    if is_file_mode(ctx.root, dataset):
         target = file_target(ctx, dataset, remote, repo_root, remote_path)
         transport = open_file_remote(target)
         try:
@@ -340,7 +340,7 @@ def _transfer_file(action: str, ctx: UsrContext, raw: str, remote: str, kw: dict
 
 def _transfer(action: str, ctx: UsrContext, dataset: str, remote: str, **kw) -> None:
     configure_from_env(ctx.log_json)
-    if is_file_target(dataset):
+    if is_file_mode(ctx.root, dataset):
         _transfer_file(action, ctx, dataset, remote, kw)
         return
     sidecars, hashes = resolve_flag_policy(

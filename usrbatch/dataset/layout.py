@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
@@ -70,7 +71,8 @@ def normalize_dataset_id(raw: str) -> str:
     """Validate and normalize a dataset id: flat `name` or `namespace/name`.
 
     Raises DatasetError naming the problem for empty, absolute, `.`/`..`, empty components,
-    backslashes or an `archived` first component.
+    backslashes, an `archived` first component, control characters, and components named like
+    dataset internals (`_snapshots`, `_derived`, `_registry`, dot-names, records.parquet, ...).
     """
     text = (raw or "").strip()
     if not text:
@@ -95,7 +97,29 @@ def normalize_dataset_id(raw: str) -> str:
         )
     if parts[0] == "archived":
         raise DatasetError(f"Dataset id '{raw}' starts with 'archived', which is reserved.")
+    for part in parts:
+        _check_id_component(raw, part)
     return "/".join(parts)
+
+
+# Names a dataset dir holds itself: an id component with one of these names would put a dataset
+# inside another one's internals (or hide it: `ls` skips `.`/`_` names, as the public tool does).
+_INTERNAL_NAMES = frozenset({RECORDS, META, REGISTRY_FILE})
+
+
+def _check_id_component(raw: str, part: str) -> None:
+    for ch in part:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            raise DatasetError(
+                f"Dataset id {raw!r} contains the control character U+{ord(ch):04X}. "
+                "Use letters, digits, '-', '_' and '.' in dataset ids."
+            )
+    if part.startswith((".", "_")) or part in _INTERNAL_NAMES:
+        raise DatasetError(
+            f"Dataset id '{raw}' has the component '{part}', a name reserved for dataset internals "
+            f"({SNAPSHOTS_DIR}, {DERIVED_DIR}, {REGISTRY_DIR}, {EVENTS}, {RECORDS}, ...; no component may "
+            "start with '.' or '_'). Choose another name."
+        )
 
 
 def dataset_dir(root: Path, dataset_id: str) -> Path:

@@ -1,7 +1,8 @@
 """What a sync target names (§6, §10): a single file (FILE mode), a dataset directory, or a
 dataset id, and how a dataset id is resolved for diff, pull (bootstrap) and push.
 
-* FILE mode: the target ends with `.parquet`, or exists and is a file.
+* FILE mode: the target ends with `.parquet`, or exists and is a file. A bare target that is also
+  the id of a different local dataset is refused as ambiguous (`is_file_mode`).
 * Dataset dir: an existing directory holding records.parquet, resolved against the datasets root,
   else against its nearest `registry.yaml` ancestor.
 * Dataset id: an id containing `/` is only normalized. A flat id is looked up locally (`<id>` or a
@@ -30,6 +31,48 @@ Action = Literal["diff", "pull", "push"]
 def is_file_target(raw: str) -> bool:
     """FILE mode: ends with `.parquet`, or exists and is a file."""
     return raw.endswith(".parquet") or Path(raw).expanduser().is_file()
+
+
+def _is_explicit_path(raw: str) -> bool:
+    """`./x`, `../x`, `/x`, `~/x`: the user spelled a path, so it cannot also mean a dataset id."""
+    return raw.startswith(("./", "../", "/", "~")) or raw in (".", "..")
+
+
+def _local_dataset_dir(root: Path, raw: str) -> Path | None:
+    """The local dataset directory `raw` names as a dataset id, or None (not an id, not local, or
+    a flat id with several matches, which resolution reports on its own)."""
+    try:
+        ds = normalize_dataset_id(raw)
+    except DatasetError:
+        return None
+    if "/" not in ds:
+        matches = local_matches(root, ds)
+        ds = matches[0] if len(matches) == 1 else ds
+    directory = Path(root) / ds
+    return directory if (directory / RECORDS).is_file() else None
+
+
+def is_file_mode(root: Path, raw: str) -> bool:
+    """FILE mode (see `is_file_target`), refusing a target that means two different things.
+
+    A bare target (no `./`, `/` or `~`) that names an existing file or dataset directory in the
+    working directory while it is also the id of a different local dataset is a DatasetError that
+    says how to choose: `./<target>` for the path, the dataset's directory for the dataset. So a
+    stray `./demo` never turns `usr pull demo …` into a FILE-mode overwrite of that file.
+    """
+    as_path = Path(raw).expanduser()
+    if not _is_explicit_path(raw) and (as_path.is_file() or is_dataset_dir_target(raw)):
+        dataset = _local_dataset_dir(root, raw)
+        if dataset is not None and as_path.resolve() != dataset.resolve():
+            kind = "a file" if as_path.is_file() else "a dataset directory"
+            raise DatasetError(
+                f"Target '{raw}' is ambiguous: ./{raw} is {kind} in the working directory, and '{raw}' "
+                f"is also the dataset {dataset.relative_to(root).as_posix()} under {root}.",
+                hint=f"Pass './{raw}' to sync the path in the working directory"
+                + (" (FILE mode)" if as_path.is_file() else "")
+                + f", or the dataset's directory '{dataset}' to sync the dataset.",
+            )
+    return is_file_target(raw)
 
 
 def is_dataset_dir_target(raw: str) -> bool:
