@@ -309,6 +309,15 @@ def test_unknown_remote_and_branched_history_are_errors(env, capsys, monkeypatch
     code, out, _ = run(env, capsys, monkeypatch, "push", DS, "hpc", "-y")
     assert code == 2
     assert "ERROR: Remote event log is not a prefix of the locked local event log" in out
+    assert "the histories diverged. The tool never merges histories: keep one side." in out
+    assert f"`usr pull {DS} hpc`" in out and f"`usr push {DS} hpc`" in out
+    code, out, _ = run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y")
+    assert code == 2
+    assert "ERROR: Remote event log does not extend the local event history" in out
+    assert (
+        "Hint: Local has 1 event(s) the remote lacks and the remote has 1 the local lacks: "
+        "the histories diverged." in out
+    )
 
 
 def test_structlog_events_go_to_log_json(env, capsys, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 
 from usrbatch.dataset.event_revision import (
     RECORD_LIMIT,
+    EventHistoryError,
     EventRevision,
     capture_validated_revision,
     prove_pull_extends,
@@ -182,3 +183,44 @@ def test_staged_log_must_be_valid(tmp_path):
     staged = write(tmp_path / "s.log", line("a") + b"garbage\n")
     with pytest.raises(VerificationError, match="malformed JSON at line 2"):
         prove_pull_extends(local, staged)
+
+
+def test_push_refusals_say_which_side_is_ahead_and_what_to_run(tmp_path):
+    base = line("a") + line("b")
+    lp = write(tmp_path / "l.log", base)
+    ahead = base + line("c")
+    rrev = EventRevision(True, len(ahead), hashlib.sha256(ahead).hexdigest(), 3)
+    with pytest.raises(EventHistoryError) as info:
+        prove_push_prefix(lp, capture_validated_revision(lp), rrev)
+    assert info.value.kind == "remote-ahead"
+    assert info.value.advice("ns/demo", "hpc").startswith(
+        "The remote has 3 event(s), local 2: the remote holds events this copy lacks. "
+        "Pull first (`usr pull ns/demo hpc`), then push."
+    )
+    other = line("x") + line("y")
+    rrev = EventRevision(True, len(other), hashlib.sha256(other).hexdigest(), 2)
+    with pytest.raises(EventHistoryError) as info:
+        prove_push_prefix(lp, capture_validated_revision(lp), rrev)
+    assert "the histories diverged" in (info.value.hint or "")
+    assert "never merges" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("staged", "kind", "hint"),
+    [
+        (line("a"), "local-ahead", "Local has 2 event(s) the remote lacks: push first (`usr push ds r`)"),
+        (
+            line("a") + line("remote") + line("more") + line("most"),
+            "diverged",
+            "Local has 2 event(s) the remote lacks and the remote has 3 the local lacks: the histories diverged.",
+        ),
+    ],
+)
+def test_pull_refusals_count_the_events_each_side_lacks(tmp_path, staged, kind, hint):
+    lp = write(tmp_path / "l.log", line("a") + line("b") + line("local"))
+    sp = write(tmp_path / "staged.log", staged)
+    with pytest.raises(EventHistoryError) as info:
+        prove_pull_extends(capture_validated_revision(lp), sp, local_path=lp)
+    assert str(info.value) == "Remote event log does not extend the local event history"
+    assert info.value.kind == kind
+    assert info.value.advice("ds", "r").startswith(hint)

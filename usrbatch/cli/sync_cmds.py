@@ -19,6 +19,7 @@ import click
 
 from usrbatch.auditlog import bind_context, configure_from_env
 from usrbatch.cli.common import UsrContext, pass_usr
+from usrbatch.dataset.event_revision import EventHistoryError
 from usrbatch.errors import UserAbort, VerificationError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import audit, engine, filemode
@@ -369,6 +370,9 @@ def _transfer(action: str, ctx: UsrContext, dataset: str, remote: str, **kw) -> 
         result = run(
             root, ds, transport, opts, progress=progress_bar(), on_plan=_plan_hook(kw["yes"], opts.dry_run)
         )
+    except EventHistoryError as exc:
+        exc.hint = exc.advice(ds, remote)  # which side is ahead, with the commands to run
+        raise
     finally:
         transport.close()
     _report(action, result, sidecars=sidecars, hashes=hashes, kw=kw)

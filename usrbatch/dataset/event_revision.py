@@ -142,42 +142,146 @@ def _prefix_digest(path: Path, length: int) -> tuple[str, int | None]:
     return digest.hexdigest(), last
 
 
+class EventHistoryError(VerificationError):
+    """A sync refused because one event history does not extend the other.
+
+    The message is the public tool's (§7.4); the hint says which side is ahead by how many
+    events and what to run. `advice(dataset, remote)` renders that hint with real names (the CLI
+    knows them; the engine does not).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        kind: str,
+        local_only: int | None = None,
+        remote_only: int | None = None,
+        local_events: int = 0,
+        remote_events: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.action = action  # "push" or "pull"
+        self.kind = kind  # "remote-ahead", "local-ahead", "diverged", "partial"
+        self.local_only = local_only
+        self.remote_only = remote_only
+        self.local_events = local_events
+        self.remote_events = remote_events
+        self.hint = self.advice()
+
+    def advice(self, dataset: str = "<dataset>", remote: str = "<remote>") -> str:
+        never = (
+            "The tool never merges histories: keep one side. To keep the remote's, move the local "
+            f"dataset directory aside and `usr pull {dataset} {remote}` again; to keep the local one, "
+            f"move the remote copy aside on the remote host and `usr push {dataset} {remote}`."
+        )
+        if self.kind == "partial":
+            return (
+                f"The remote event log ends mid-record (an interrupted write there). Cut the fragment "
+                f"off on the remote host (`truncate -s <bytes up to its last newline> .events.log`), "
+                f"then `usr push {dataset} {remote}` again."
+            )
+        if self.kind == "local-ahead":
+            return (
+                f"Local has {self.local_only} event(s) the remote lacks: push first "
+                f"(`usr push {dataset} {remote}`), or leave the remote behind."
+            )
+        if self.kind == "remote-ahead":
+            return (
+                f"The remote has {self.remote_events} event(s), local {self.local_events}: the remote "
+                f"holds events this copy lacks. Pull first (`usr pull {dataset} {remote}`), then push. "
+                "If that pull refuses too, the histories diverged. " + never
+            )
+        if self.local_only is not None and self.remote_only is not None:
+            counts = (
+                f"Local has {self.local_only} event(s) the remote lacks and the remote has "
+                f"{self.remote_only} the local lacks"
+            )
+        else:
+            counts = (
+                f"Local has {self.local_events} event(s), the remote {self.remote_events}, and they differ"
+            )
+        return f"{counts}: the histories diverged. " + never
+
+
+def _push_refusal(kind: str, local_rev: EventRevision, remote_rev: EventRevision) -> EventHistoryError:
+    message = "Remote event log is not a prefix of the locked local event log"
+    return EventHistoryError(
+        f"{message}: partial line" if kind == "partial" else message,
+        action="push",
+        kind=kind,
+        local_events=local_rev.lines,
+        remote_events=remote_rev.lines,
+    )
+
+
 def prove_push_prefix(local_path: Path, local_rev: EventRevision, remote_rev: EventRevision) -> None:
     """The remote log must be a complete-line prefix of the (locked) local log (§7.4, push).
 
-    An absent remote is fine. Raises VerificationError `Remote event log is not a prefix of the
-    locked local event log` (`: partial line` when it ends mid-record).
+    An absent remote is fine. Raises EventHistoryError `Remote event log is not a prefix of the
+    locked local event log` (`: partial line` when it ends mid-record), its hint saying which side
+    is ahead and what to run.
     """
-    message = "Remote event log is not a prefix of the locked local event log"
     if not remote_rev.exists:
         return
     if not local_rev.exists or remote_rev.sha256 is None or remote_rev.size > local_rev.size:
-        raise VerificationError(message)
+        raise _push_refusal("remote-ahead", local_rev, remote_rev)
     if remote_rev.size == local_rev.size:
         if remote_rev.sha256 != local_rev.sha256:
-            raise VerificationError(message)
+            raise _push_refusal("diverged", local_rev, remote_rev)
         return
     sha, last = _prefix_digest(Path(local_path), remote_rev.size)
     if sha != remote_rev.sha256:
-        raise VerificationError(message)
+        raise _push_refusal("diverged", local_rev, remote_rev)
     if remote_rev.size > 0 and last != ord("\n"):
-        raise VerificationError(f"{message}: partial line")
+        raise _push_refusal("partial", local_rev, remote_rev)
 
 
-def prove_pull_extends(local_rev: EventRevision, staged_path: Path) -> EventRevision:
+def _common_lines(a: Path, b: Path) -> int:
+    """How many leading lines two logs share (streamed; lines are bounded by the record cap)."""
+    same = 0
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            la, lb = fa.readline(RECORD_LIMIT + 1), fb.readline(RECORD_LIMIT + 1)
+            if not la or la != lb or not la.endswith(b"\n"):
+                return same
+            same += 1
+
+
+def prove_pull_extends(
+    local_rev: EventRevision, staged_path: Path, *, local_path: Path | None = None
+) -> EventRevision:
     """The staged (remote) log must be valid and extend the local history (§7.4, pull).
 
     An absent local log is fine. Returns the staged revision. Raises VerificationError (§7.3
-    messages for an invalid staged log, else `Remote event log does not extend the local event
-    history`), which also covers branched and equal-length divergent histories.
+    messages for an invalid staged log), else EventHistoryError `Remote event log does not extend
+    the local event history` (also for branched and equal-length divergent histories); given
+    `local_path` (the locked local log), its hint counts the events each side lacks.
     """
     staged = capture_validated_revision(Path(staged_path))
     if not local_rev.exists:
         return staged
-    message = "Remote event log does not extend the local event history"
-    if not staged.exists or staged.size < local_rev.size:
-        raise VerificationError(message)
-    sha, _last = _prefix_digest(Path(staged_path), local_rev.size)
-    if sha != local_rev.sha256:
-        raise VerificationError(message)
-    return staged
+    if staged.exists and staged.size >= local_rev.size:
+        sha, _last = _prefix_digest(Path(staged_path), local_rev.size)
+        if sha == local_rev.sha256:
+            return staged
+    common: int | None = None
+    if local_path is not None and staged.exists:
+        try:
+            common = _common_lines(Path(local_path), Path(staged_path))
+        except OSError:
+            common = None
+    if not staged.exists:
+        common = 0
+    local_only = None if common is None else local_rev.lines - common
+    remote_only = None if common is None else staged.lines - common
+    raise EventHistoryError(
+        "Remote event log does not extend the local event history",
+        action="pull",
+        kind="local-ahead" if remote_only == 0 else "diverged",
+        local_only=local_only,
+        remote_only=remote_only,
+        local_events=local_rev.lines,
+        remote_events=staged.lines,
+    )

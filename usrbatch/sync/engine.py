@@ -417,7 +417,9 @@ def _verify_staged(
     events_lines: int | None = None
     events_touched = EVENTS in {e.path for e in plan.send} or EVENTS in plan.delete
     if opts.full and events_touched:
-        staged_rev = prove_pull_extends(local_rev, staging / EVENTS)
+        staged_rev = prove_pull_extends(
+            local_rev, staging / EVENTS, local_path=dataset_dir(staging.parent, ds) / EVENTS
+        )
         events_lines = staged_rev.lines if staged_rev.exists else None
     view = _staged_view(obs.local, plan, staged, events_lines)
     if mode == "parquet" and RECORDS in view.files:
