@@ -279,7 +279,8 @@ def test_truncated_records_parquet_is_an_error_not_a_traceback(populated, argv: 
     code, out = cli(*[a.format(seqs=tmp / "new.csv", overlay=tmp / "o.csv") for a in argv])
     assert code == 2, out
     assert re.search(r"ERROR: .*records\.parquet is not a readable parquet file", out), out
-    assert "Hint: Restore it from" in out
+    newest = max((root / "ns" / "demo" / "_snapshots").iterdir())
+    assert f"Hint: Restore the newest snapshot: `cp {newest} " in out
     assert tree_state(root) == before
 
 
@@ -429,3 +430,82 @@ def test_head_hides_tombstoned_rows_unless_include_deleted(populated) -> None:
     )
     code, out = cli("validate", "ns/demo", "--strict")  # the reserved namespace needs no registration
     assert code == 0 and out.startswith("OK: dataset 'ns/demo' is valid"), out
+
+
+def _one_error(out: str) -> list[str]:
+    lines = out.splitlines()
+    assert lines[0].startswith("ERROR: ") and "Traceback" not in out
+    assert all(line.startswith(("ERROR: ", "Hint: ")) for line in lines), out
+    return lines
+
+
+def test_escape_bytes_from_input_are_shown_escaped(populated) -> None:
+    cli, _root, tmp = populated
+    bad = tmp / "evil.csv"
+    bad.write_bytes(b"sequence\nAC\x1b[2JGT\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(bad))
+    assert code == 2
+    assert "\x1b" not in out
+    assert "AC\\x1b[2JGT" in _one_error(out)[0]
+    code, out = cli("init", "ns/de\x1bmo")
+    assert code == 2 and "\x1b" not in out
+    assert _one_error(out)[0] == (
+        "ERROR: Dataset id 'ns/de\\x1bmo' contains the control character U+001B. "
+        "Use letters, digits, '-', '_' and '.' in dataset ids."
+    )
+
+
+def test_torn_event_log_refuses_import_with_one_error_line(populated) -> None:
+    cli, root, tmp = populated
+    log = root / "ns" / "demo" / ".events.log"
+    keep = log.stat().st_size
+    with open(log, "ab") as fh:
+        fh.write(b'{"event_version":1,"tim')
+    before = (root / "ns" / "demo" / "records.parquet").read_bytes()
+    more = tmp / "more.csv"
+    more.write_text("sequence\nTTTTTTTT\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(more))
+    assert code == 2
+    lines = _one_error(out)
+    assert lines[0].startswith("ERROR: Event log ends with a partial JSONL record: ")
+    assert f"`truncate -s {keep} {log}`" in lines[1]
+    assert (root / "ns" / "demo" / "records.parquet").read_bytes() == before
+    code, out = cli("validate", "ns/demo")
+    assert code == 2 and "  - Event log ends with a partial JSONL record" in out
+
+
+def test_init_over_history_and_validate_without_primary_point_at_snapshots(populated) -> None:
+    cli, root, _tmp = populated
+    ds = root / "ns" / "demo"
+    (ds / "records.parquet").unlink()
+    newest = max((ds / "_snapshots").iterdir())
+    code, out = cli("validate", "ns/demo")
+    assert code == 2
+    assert _one_error(out) == [
+        f"ERROR: Dataset not initialized: {ds}",
+        f"Hint: Restore the newest snapshot: `cp {newest} {ds / 'records.parquet'}` (it holds the rows as "
+        "they were before the last rewrite; import anything added after it again), or `usr pull` the "
+        "dataset from a remote that has it.",
+    ]
+    meta = (ds / "meta.md").read_bytes()
+    code, out = cli("init", "ns/demo")
+    assert code == 2
+    assert _one_error(out)[0].startswith(
+        f"ERROR: Refusing to init 'ns/demo': {ds} already holds dataset files ("
+    )
+    assert (ds / "meta.md").read_bytes() == meta
+
+
+def test_non_utf8_and_genome_inputs_through_the_cli(populated) -> None:
+    cli, _root, tmp = populated
+    latin = tmp / "latin.csv"
+    latin.write_bytes(b"sequence,source\nACGTAA,caf\xe9\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(latin))
+    assert code == 2
+    lines = _one_error(out)
+    assert "is not UTF-8 text: byte 0xE9 at byte offset 26 (line 2)" in lines[0]
+    assert "iconv -f latin1 -t utf-8" in lines[1]
+    genome = tmp / "genome.csv"
+    genome.write_text("sequence\n" + "ACGT" * 1_100_000 + "\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(genome))
+    assert code == 0, out

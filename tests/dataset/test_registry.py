@@ -162,3 +162,24 @@ def test_missing_registry_and_missing_usr_state(tmp_path: Path) -> None:
     )
     with pytest.raises(SchemaError, match="Registry must include reserved namespace 'usr_state'"):
         load_registry(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "namespaces:\n  mock:\n    columns:\n      - {name: mock__x, type: decimal}\n",
+            r"^Unsupported registry type 'decimal' \(in .*registry\.yaml\)\.$",
+        ),
+        (
+            "namespaces:\n  mock:\n    columns:\n      - {name: x, type: string}\n",
+            r"^Registry column 'x' must be namespaced \(in .*registry\.yaml\)\.$",
+        ),
+        ("namespaces: [\n  oops: {\n", r"^Registry .*registry\.yaml is not valid YAML: [^\n]*\. Fix the file\.$"),
+    ],
+)
+def test_registry_errors_name_the_file(tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "registry.yaml").write_text(body)
+    with pytest.raises(SchemaError, match=message) as info:
+        load_registry(tmp_path)
+    assert str(tmp_path / "registry.yaml") in info.value.message

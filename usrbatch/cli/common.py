@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from usrbatch.errors import UserAbort, UsrError
+from usrbatch.terminal import printable
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
         rv = group.main(args=argv, prog_name=group.name, standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except UsrError as exc:
-        click.echo(f"ERROR: {exc.message}")
+        # messages echo input (cells, names, paths): escape control bytes, keep ERROR one line
+        click.echo(f"ERROR: {printable(exc.message)}")
         if exc.hint:
-            click.echo(f"Hint: {exc.hint}")
+            click.echo(f"Hint: {printable(exc.hint)}")
         return exc.exit_code
     except UserAbort:
         click.echo("Aborted.", err=True)

@@ -31,6 +31,7 @@ from usrbatch.dataset.ref import open_dataset
 from usrbatch.dataset.registry import load_registry, register_namespace
 from usrbatch.dataset.registry_modes import DEFAULT_REGISTRY_MODE, REGISTRY_MODES
 from usrbatch.errors import DatasetError, EventLogError, UsrError
+from usrbatch.terminal import printable
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -316,11 +317,11 @@ def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str
     """Check DATASET: schema, metadata, ids, overlays and the event log."""
     report = validate_dataset(open_dataset(usr.root, dataset), registry_mode=registry_mode)
     for warning in report.warnings:
-        click.echo(f"WARNING: {warning}")
+        click.echo(f"WARNING: {printable(warning)}")
     problems = report.errors + (report.warnings if strict else [])
     if problems:
         for problem in report.errors:
-            click.echo(f"  - {problem}")
+            click.echo(f"  - {printable(problem)}")
         raise DatasetError(
             f"Dataset '{report.dataset_id}' failed validation with {len(problems)} problem(s)"
             + (" (warnings count under --strict)" if strict and report.warnings else "")

@@ -32,6 +32,7 @@ from pathlib import Path
 from usrbatch.dataset.layout import DATASET_LOCK, EVENTS_LOCK
 from usrbatch.errors import DatasetError, EventLogError
 from usrbatch.redaction import redact
+from usrbatch.terminal import printable
 
 _POLL_S = 0.05
 _FILE_MODE = 0o666  # the umask decides, as for records.parquet and every other dataset file
@@ -187,7 +188,7 @@ def _flock(fd: int, path: Path, timeout: float | None, what: str) -> None:
             raise
     held_by, hint = _holder_text(path)
     if timeout is None:
-        print(f"usr: waiting for the {what} {path}.{held_by}", file=sys.stderr, flush=True)
+        print(printable(f"usr: waiting for the {what} {path}.{held_by}"), file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
     deadline = time.monotonic() + max(0.0, timeout)

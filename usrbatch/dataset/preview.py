@@ -27,7 +27,7 @@ from usrbatch.dataset.overlays import (
     source_columns,
     source_key,
 )
-from usrbatch.dataset.ref import DatasetRef, as_dataset
+from usrbatch.dataset.ref import DatasetRef, as_dataset, restore_hint
 from usrbatch.dataset.scan import MIN_SCAN_ROWS, SCAN_BATCH_ROWS, iter_parquet_batches
 from usrbatch.errors import DatasetError, SchemaError
 
@@ -247,8 +247,7 @@ def head_dataset(
     except (pa.ArrowInvalid, OSError) as exc:  # a damaged data page behind a readable footer
         raise DatasetError(
             f"{ref.records} is not a readable parquet file ({exc}).",
-            hint=f"Restore it from {ref.dir / '_snapshots'} (newest records-*.parquet) "
-            "or from a remote copy with `usr pull`.",
+            hint=restore_hint(ref.dir) or "`usr pull` the dataset from a remote copy.",
         ) from exc
     empty = pa.schema([base_schema.field(c) for c in read_names])
     base = pa.Table.from_batches([], schema=empty) if not kept else pa.concat_tables(kept)

@@ -317,13 +317,21 @@ def load_registry_file(path: Path) -> Registry:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"Registry {path} is not valid YAML: {exc}. Fix the file.") from exc
+        detail = " ".join(str(exc).split())  # PyYAML's report spans lines; the CLI prints one
+        raise SchemaError(f"Registry {path} is not valid YAML: {detail}. Fix the file.") from exc
+    except OSError as exc:
+        raise SchemaError(f"Registry {path} cannot be read: {exc.strerror or exc}.") from exc
     if not isinstance(data, dict):
         raise SchemaError(f"Registry file must contain a 'namespaces' mapping ({path}).")
     raw = data.get("namespaces") or {}
     if not isinstance(raw, dict):
         raise SchemaError(f"Registry file must contain a 'namespaces' mapping ({path}).")
-    namespaces = {str(k): _parse_namespace(str(k), v, path) for k, v in raw.items()}
+    try:
+        namespaces = {str(k): _parse_namespace(str(k), v, path) for k, v in raw.items()}
+    except SchemaError as exc:  # column and type errors name no file on their own
+        if str(path) in exc.message:
+            raise
+        raise type(exc)(f"{exc.message.rstrip('.')} (in {path}).", hint=exc.hint) from None
     _check_usr_state(namespaces, path)
     return Registry(path=path, namespaces=namespaces)
 
