@@ -30,6 +30,7 @@ class TcpProxy:
         self._closing = False
         self.connections = 0
         self.cuts = 0
+        self.bytes_relayed = 0  # both directions, every connection (sizes a drill's cut offsets)
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -38,6 +39,11 @@ class TcpProxy:
         with self._lock:
             self._relayed = 0
             self._cut_at = nbytes
+
+    def disarm(self) -> None:
+        """Cancel a cut that has not happened yet."""
+        with self._lock:
+            self._cut_at = None
 
     def _accept_loop(self) -> None:
         while not self._closing:
@@ -65,6 +71,7 @@ class TcpProxy:
                     break
                 cut = False
                 with self._lock:
+                    self.bytes_relayed += len(data)
                     if self._cut_at is not None:
                         self._relayed += len(data)
                         if self._relayed >= self._cut_at:
