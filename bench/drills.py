@@ -160,7 +160,7 @@ def main() -> int:
     base = f"uv run python bench/drills.py --only {{name}} --seed {args.seed} --runs {args.runs:g}"
     results: dict[str, list[RunResult]] = {}
     started = time.monotonic()
-    with world(keep=args.keep) as w:
+    with world(keep=args.keep, small=args.quick) as w:
         if args.keep:
             print(f"world: {w.tmp}", flush=True)
         for name in names:

@@ -37,8 +37,9 @@ def _must(run, what: str) -> None:
         raise RuntimeError(f"drill set-up failed at {what}: {run.brief()}\n{run.out}")
 
 
-def build_templates(w: World) -> None:
-    """template/registry.yaml, template/base/<DS>, template/ahead/<DS> (deterministic content)."""
+def build_templates(w: World, small: bool = False) -> None:
+    """template/registry.yaml, template/base/<DS>, template/ahead/<DS> (deterministic content);
+    `small`: a tenth of the rows (the reduced drills of the test suite)."""
     rng = random.Random(20261126)
     tpl = w.tmp / "template"
     root = tpl / "build"
@@ -56,7 +57,8 @@ def build_templates(w: World) -> None:
     )
     shutil.copy2(root / "registry.yaml", tpl / "registry.yaml")
     _must(w.usr(root, "init", DS, "--source", "drills"), "init")
-    first = random_sequences(rng, BASE_ROWS)
+    scale = 10 if small else 1
+    first = random_sequences(rng, BASE_ROWS // scale)
     _must(
         w.usr(root, "import", DS, "--from", "csv", "--path", str(write_import_csv(tpl / "i1.csv", first))),
         "import",
@@ -67,7 +69,7 @@ def build_templates(w: World) -> None:
         "attach",
     )
     shutil.copytree(root / DS, tpl / "base" / DS, symlinks=True)
-    more = random_sequences(rng, AHEAD_ROWS)
+    more = random_sequences(rng, AHEAD_ROWS // scale)
     _must(
         w.usr(root, "import", DS, "--from", "csv", "--path", str(write_import_csv(tpl / "i2.csv", more))),
         "import 2",

@@ -8,6 +8,7 @@ remote is reached through the real sshd, and the datasets are built by `usr init
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import shutil
@@ -72,6 +73,16 @@ class World:
     audit_log: Path
     env: dict[str, str] = field(default_factory=dict)
     counter: int = 0
+    remote_bases: list[Path] = field(default_factory=list)
+
+    def remote_cache_files(self) -> list[Path]:
+        """The hash-cache files the remote agent wrote for our remote datasets: sshd sessions get
+        no XDG_CACHE_HOME, so they live under the login user's ~/.cache (removed at the end)."""
+        out = []
+        for base in self.remote_bases:
+            key = hashlib.sha256(os.path.abspath(base / DS).encode("utf-8", "surrogateescape")).hexdigest()
+            out.append(Path.home() / ".cache" / "usrbatch" / "hash-cache" / f"{key[:32]}.json")
+        return out
 
     # -- per-run sides ------------------------------------------------------------------------
 
@@ -86,6 +97,7 @@ class World:
         for root in (local, remote):
             shutil.copy2(self.tmp / "template" / "registry.yaml", root / "registry.yaml")
         self.point_remotes(remote)
+        self.remote_bases.append(remote)
         return local, remote
 
     def point_remotes(self, base: Path, extra: str = "") -> None:
@@ -220,8 +232,9 @@ def _write_ssh_config(tmp: Path, server, proxy_port: int) -> Path:
 
 
 @contextlib.contextmanager
-def world(server=None, *, keep: bool = False) -> Iterator[World]:
-    """A drill world; starts (and stops) a private sshd unless `server` is given."""
+def world(server=None, *, keep: bool = False, small: bool = False) -> Iterator[World]:
+    """A drill world; starts (and stops) a private sshd unless `server` is given. `small`: small
+    datasets (see datasets.build_templates)."""
     services, tcp_proxy = load_services()
     tmp = Path(tempfile.mkdtemp(prefix="usrbatch-drills-"))
     proc = None
@@ -246,12 +259,14 @@ def world(server=None, *, keep: bool = False) -> Iterator[World]:
             }
             from . import datasets
 
-            datasets.build_templates(w)
-            yield w
+            try:
+                datasets.build_templates(w, small=small)
+                yield w
+            finally:
+                for path in w.remote_cache_files():
+                    path.unlink(missing_ok=True)
     finally:
         if proc is not None:
             services.stop_sshd(proc)
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
-            # the remote agent's hash cache under the sshd user's home (sshd gives no XDG vars)
-            shutil.rmtree(Path.home() / ".cache" / "usrbatch" / "hash-cache" / "drills", ignore_errors=True)
