@@ -26,6 +26,7 @@ from usrbatch.dataset.locks import dataset_lock
 from usrbatch.dataset.ref import DatasetRef, as_dataset, dataset_entries, open_dataset, restore_hint
 from usrbatch.dataset.registry import Registry, ensure_registry, load_registry
 from usrbatch.errors import DatasetError, SchemaError
+from usrbatch.redaction import redact_text
 
 SNAPSHOT_KEEP_N = 5
 _SAMPLE = 5
@@ -137,7 +138,7 @@ def _meta_text(ref: DatasetRef, created_at: str, source: str, notes: str) -> str
         f"name: {ref.dataset_id}\n"
         f"created_at: {created_at}\n"
         f"source: {source}\n"
-        f"notes: {notes}\n"
+        f"notes: {redact_text(notes)}\n"
         "schema: USR v1\n\n"
         "### Updates\n"
     )
@@ -149,9 +150,9 @@ def append_meta_note(dataset_dir: Path, note: str, command: str | None = None) -
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
     if text and not text.endswith("\n"):
         text += "\n"
-    text += f"- {S.iso_utc(S.utc_now())}: {note}\n"
+    text += f"- {S.iso_utc(S.utc_now())}: {redact_text(note)}\n"
     if command:
-        text += f"```bash\n{command}\n```\n"
+        text += f"```bash\n{redact_text(command)}\n```\n"
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
