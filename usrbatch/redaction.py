@@ -47,9 +47,7 @@ _EXACT_TOKENS = re.compile(
 )
 # Short prefixes: the rest must look random (upper + lower + digit), so `sk-densegen-demo-01` and
 # `xoxb` in prose are left alone.
-_MIXED_TOKENS = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:sk-|glpat-|xox[abposr]-|xapp-)[A-Za-z0-9_-]{16,}"
-)
+_MIXED_TOKENS = re.compile(r"(?<![A-Za-z0-9_-])(?:sk-|glpat-|xox[abposr]-|xapp-)[A-Za-z0-9_-]{16,}")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)([A-Za-z0-9._~+/=-]{8,})")
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]+:)([^\s/@]+)(@)")
 # `password=x`, `GITHUB_TOKEN=x`, `--api-key=x`, `secret: x`: the name must END with a secret word,

@@ -1,12 +1,15 @@
 """remotes.yaml: where it is, what a remote looks like, loading, validating and saving it.
 
 The file is chosen by `--remotes-config` (the `usr` group exports it as USR_REMOTES_PATH) or by
-`$USR_REMOTES_PATH`. There is no implicit default and no implicit creation: users copy
-`remotes.example.yaml` to a private path first.
+`$USR_REMOTES_PATH`. There is no implicit default. Only `usr remotes wizard` creates a missing file
+(mode 0600, a new parent directory 0700); otherwise users copy `remotes.example.yaml` first. A file
+that group or others can write is refused, as OpenSSH refuses such an ssh config (remotes_trust.py).
+Unknown keys are errors that name the file, the remote and the closest known key.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -16,11 +19,15 @@ from typing import Any, Literal
 import yaml
 
 from usrbatch.errors import RemoteConfigError
+from usrbatch.remotes_trust import require_trusted_config
 
 ENV_PATH = "USR_REMOTES_PATH"
 REMOTE_TYPES = ("ssh", "local")
 SSH_REQUIRED = ("host", "user", "base_dir")
 LOCAL_REQUIRED = ("base_dir",)
+LOCAL_KEYS = ("type", "base_dir", "repo_root", "local_repo_root")
+SSH_KEYS = (*LOCAL_KEYS, "host", "user", "port", "batch_mode", "ssh_key_env")
+TOP_KEYS = ("remotes",)
 
 
 @dataclass(frozen=True)
@@ -101,12 +108,22 @@ def remotes_path(explicit: Path | str | None = None) -> Path:
     return Path(value).expanduser().absolute()
 
 
-def _read_raw(path: Path) -> dict[str, Any]:
+def _unknown_key(key: object, allowed: tuple[str, ...], where: str) -> RemoteConfigError:
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    guess = f" Did you mean '{close[0]}'?" if close else ""
+    return RemoteConfigError(
+        f"{where}: unknown key '{key}'.{guess} Known keys: {', '.join(allowed)}.",
+    )
+
+
+def _read_raw(path: Path, *, check_permissions: bool = True) -> dict[str, Any]:
     if not path.exists():
         raise RemoteConfigError(
             f"Remote config not found: {path}. Copy remotes.example.yaml to a private path and select it "
             "with --remotes-config or USR_REMOTES_PATH."
         )
+    if check_permissions:
+        require_trusted_config(path, "remotes.yaml")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -115,6 +132,9 @@ def _read_raw(path: Path) -> dict[str, Any]:
         return {"remotes": {}}
     if not isinstance(data, dict):
         raise RemoteConfigError(f"Failed to read config {path}: top level must be a mapping with 'remotes:'.")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown_key(key, TOP_KEYS, str(path))
     remotes = data.get("remotes")
     if remotes is None:
         data["remotes"] = {}
@@ -137,8 +157,9 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def parse_remote(name: str, raw: Any) -> RemoteConfig:
-    """Validate one `remotes.<name>` mapping; RemoteConfigError names the remote and the key."""
+def parse_remote(name: str, raw: Any, path: Path | None = None) -> RemoteConfig:
+    """Validate one `remotes.<name>` mapping; RemoteConfigError names the remote and the key (and
+    the file, when given)."""
     if not isinstance(raw, dict):
         raise RemoteConfigError(f"Remote '{name}' must be a mapping of settings (host, user, base_dir, ...).")
     kind = str(raw.get("type") or "ssh")
@@ -146,6 +167,16 @@ def parse_remote(name: str, raw: Any) -> RemoteConfig:
         raise RemoteConfigError(
             f"Remote '{name}' has unsupported type '{kind}'. Supported types: {', '.join(REMOTE_TYPES)}."
         )
+    allowed = SSH_KEYS if kind == "ssh" else LOCAL_KEYS
+    for key in raw:
+        if key not in allowed:
+            where = f"{path}: remote '{name}'" if path else f"Remote '{name}'"
+            if kind == "local" and key in SSH_KEYS:
+                raise RemoteConfigError(
+                    f"{where}: key '{key}' applies to ssh remotes only; this remote is type local.",
+                    hint=f"Remove '{key}', or set type: ssh.",
+                )
+            raise _unknown_key(key, allowed, where)
     required = SSH_REQUIRED if kind == "ssh" else LOCAL_REQUIRED
     for key in required:
         if raw.get(key) in (None, ""):
@@ -183,26 +214,44 @@ def load_remotes(path: Path | str | None = None) -> dict[str, RemoteConfig]:
     """Every remote of remotes.yaml, validated, by name (sorted)."""
     cfg = remotes_path(path)
     raw = _read_raw(cfg)["remotes"]
-    return {str(name): parse_remote(str(name), raw[name]) for name in sorted(raw, key=str)}
+    return {str(name): parse_remote(str(name), raw[name], cfg) for name in sorted(raw, key=str)}
 
 
-def get_remote(name: str, path: Path | str | None = None) -> RemoteConfig:
-    """One remote by name; RemoteConfigError with a how-to-define hint when unknown."""
+def get_remote(name: str, path: Path | str | None = None, *, check_permissions: bool = True) -> RemoteConfig:
+    """One remote by name; RemoteConfigError with a how-to-define hint when unknown.
+    `check_permissions=False` skips the file permission rule (doctor reports it as a check)."""
     cfg = remotes_path(path)
-    raw = _read_raw(cfg)["remotes"]
+    raw = _read_raw(cfg, check_permissions=check_permissions)["remotes"]
     if name not in raw:
         raise RemoteConfigError(
             f"Unknown remote '{name}'. Define it with 'usr remotes wizard --preset bu-scc ...' or "
             f"'usr remotes add {name} --type ssh ...'."
         )
-    return parse_remote(name, raw[name])
+    return parse_remote(name, raw[name], cfg)
+
+
+def create_remotes_file(path: Path | str | None = None) -> Path | None:
+    """Create an empty remotes file (0600; missing parent dirs 0700) when there is none.
+    Returns the path when it was created, None when it already existed."""
+    cfg = remotes_path(path)
+    if cfg.exists():
+        return None
+    cfg.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write("remotes: {}\n")
+    os.chmod(cfg, 0o600)  # whatever the umask
+    return cfg
 
 
 def save_remote(remote: RemoteConfig, path: Path | str | None = None) -> Path:
     """Add or replace one remote; rewrites the whole file atomically (safe_dump, sort_keys).
 
-    The file must already exist (no implicit creation). Other remotes are kept as they were read.
-    Returns the path written.
+    The file must already exist (`create_remotes_file` makes one). Other remotes are kept as they
+    were read; the file keeps its mode. Returns the path written.
     """
     cfg = remotes_path(path)
     data = _read_raw(cfg)

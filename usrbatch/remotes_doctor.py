@@ -1,9 +1,12 @@
 """`usr remotes doctor`: check a remote step by step, in order, stopping at the first failure.
 
-SSH: config valid → TCP reachable → host key trusted → authentication → remote `sh` runs →
-flock → sha256sum/shasum → python3 → pyarrow (warning only) → base_dir exists and is writable.
-Local: base_dir exists and is writable → flock works. Each passed check is reported through
-`emit` as it happens; a failure raises a UsrError with ONE actionable message (exit 2).
+SSH: config valid → file permissions (OpenSSH's rules for remotes.yaml, the ssh config and the
+private keys) → TCP reachable → host key trusted → authentication → remote `sh` runs → flock →
+sha256sum/shasum → python3 → pyarrow (warning only) → base_dir exists and is writable.
+Local: config → permissions (remotes.yaml) → base_dir exists and is writable → flock works. Each
+passed check is reported through `emit` as it happens; a failure raises a UsrError with ONE
+actionable message (exit 2). The permissions check first emits one FAILED line per bad file, each
+with its chmod fix.
 """
 
 from __future__ import annotations
@@ -16,22 +19,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.errors import RemoteUnavailableError
+from usrbatch.errors import RemoteConfigError, RemoteUnavailableError
 from usrbatch.remotes import RemoteConfig
+from usrbatch.remotes_trust import TrustProblem, config_file_problem, private_key_problem
 
 MIN_PYTHON = (3, 6)
 
 
 @dataclass(frozen=True)
 class DoctorCheck:
-    """One passed check: `name: ok (detail)`; `warning` marks an optional feature missing."""
+    """One check: `name: ok (detail)`; `warning` marks an optional feature missing, `failed` a
+    failed check reported before the error (permissions: one line per file)."""
 
     name: str
     detail: str = ""
     warning: bool = False
+    failed: bool = False
 
     def render(self) -> str:
-        status = "WARNING" if self.warning else "ok"
+        status = "FAILED" if self.failed else "WARNING" if self.warning else "ok"
         return f"{self.name}: {status}" + (f" ({self.detail})" if self.detail else "")
 
 
@@ -65,24 +71,44 @@ def run_doctor(
     ssh_config_path: Path | None = None,
     known_hosts: Path | None = None,
     connect_timeout: float = 10.0,
+    remotes_file: Path | None = None,
 ) -> list[DoctorCheck]:
-    """Run every check in order; returns the passed checks, raises at the first failure."""
+    """Run every check in order; returns the passed checks, raises at the first failure.
+    `remotes_file`: the remotes.yaml the remote came from (its permissions are checked)."""
     passed: list[DoctorCheck] = []
 
     def ok(check: DoctorCheck) -> None:
-        passed.append(check)
+        if not check.failed:
+            passed.append(check)
         if emit:
             emit(check)
 
     if remote.type == "local":
-        _doctor_local(remote, ok)
+        _doctor_local(remote, ok, remotes_file)
     else:
-        _doctor_ssh(remote, ok, check_base_dir, ssh_config_path, known_hosts, connect_timeout)
+        _doctor_ssh(remote, ok, check_base_dir, ssh_config_path, known_hosts, connect_timeout, remotes_file)
     return passed
 
 
-def _doctor_local(remote: RemoteConfig, ok: Emit) -> None:
+def _check_permissions(ok: Emit, problems: list[TrustProblem | None], checked: str) -> None:
+    found = [p for p in problems if p is not None]
+    if not found:
+        ok(DoctorCheck("permissions", checked))
+        return
+    for problem in found:
+        ok(DoctorCheck("permissions", problem.message(), failed=True))
+    raise RemoteConfigError(
+        f"{len(found)} file(s) fail OpenSSH's owner/permission rules: "
+        + "; ".join(f"{p.what} {p.path}" for p in found)
+        + ".",
+        hint="Fix with: " + " && ".join(p.fix for p in found),
+    )
+
+
+def _doctor_local(remote: RemoteConfig, ok: Emit, remotes_file: Path | None) -> None:
     ok(DoctorCheck("config", f"local base_dir={remote.base_dir}"))
+    if remotes_file is not None:
+        _check_permissions(ok, [config_file_problem(remotes_file, "remotes.yaml")], "remotes.yaml")
     base = Path(remote.base_dir).expanduser()
     if not base.is_dir():
         raise RemoteUnavailableError(
@@ -116,9 +142,10 @@ def _doctor_ssh(
     ssh_config_path: Path | None,
     known_hosts: Path | None,
     connect_timeout: float,
+    remotes_file: Path | None,
 ) -> None:
     from usrbatch.transport.ssh import SshTransport
-    from usrbatch.transport.ssh_config import fingerprint, resolve_endpoint
+    from usrbatch.transport.ssh_config import default_config_path, fingerprint, resolve_endpoint
     from usrbatch.transport.ssh_connect import (
         Connection,
         authenticate,
@@ -127,9 +154,22 @@ def _doctor_ssh(
         tcp_connect,
     )
 
-    endpoint = resolve_endpoint(remote, ssh_config_path=ssh_config_path, known_hosts=known_hosts)
+    endpoint = resolve_endpoint(
+        remote, ssh_config_path=ssh_config_path, known_hosts=known_hosts, check_permissions=False
+    )
     via = f", ssh_config={endpoint.config_path}" if endpoint.config_path else ""
     ok(DoctorCheck("config", f"{endpoint.user}@{endpoint.hostname}:{endpoint.port}{via}"))
+    ssh_cfg = endpoint.config_path or default_config_path()
+    keys = [p for p in endpoint.identity_files if p.is_file()]
+    _check_permissions(
+        ok,
+        [
+            config_file_problem(remotes_file, "remotes.yaml") if remotes_file else None,
+            config_file_problem(ssh_cfg, "ssh config") if ssh_cfg else None,
+            *(private_key_problem(p) for p in keys),
+        ],
+        f"remotes.yaml, {'ssh config, ' if ssh_cfg else ''}{len(keys)} key file(s)",
+    )
     timeout = endpoint.connect_timeout or connect_timeout
     if endpoint.proxy_jump or endpoint.proxy_command:
         conn = open_connection(endpoint, connect_timeout=timeout, batch_mode=remote.batch_mode)

@@ -166,7 +166,8 @@ def test_wizard_saves_and_prints_snippet(cfg: Path, capsys: pytest.CaptureFixtur
     )
     assert code == 0 and "    HostName scc-globus.bu.edu" in out.splitlines()
     remotes = yaml.safe_load(cfg.read_text())["remotes"]
-    assert remotes["bu-scc"]["host"] == "scc1.bu.edu" and remotes["scc-xfer"]["host"] == "scc-globus.bu.edu"
+    # remotes.yaml names the Host alias of the printed block, so the user's ssh config applies.
+    assert remotes["bu-scc"]["host"] == "bu-scc" and remotes["scc-xfer"]["host"] == "scc-xfer"
     code, out = _usr(capsys, "remotes", "wizard", "--preset", "mit", "--user", "a", "--base-dir", "/p")
     assert (code, out) == (2, "ERROR: Unsupported preset 'mit'. Supported presets: bu-scc.\n")
 
@@ -207,10 +208,68 @@ def test_doctor_local_remote(cfg: Path, tmp_path: Path, capsys: pytest.CaptureFi
     code, out = _usr(capsys, "remotes", "doctor", "--remote", "here")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[1].startswith("config: ok") and lines[2].startswith("base_dir: ok")
-    assert lines[3].startswith("flock: ok") and lines[-1] == "Doctor checks passed."
+    assert lines[1].startswith("config: ok") and lines[2] == "permissions: ok (remotes.yaml)"
+    assert lines[3].startswith("base_dir: ok")
+    assert lines[4].startswith("flock: ok") and lines[-1] == "Doctor checks passed."
     assert list(base.iterdir()) == []
     _usr(capsys, "remotes", "add", "gone", "--type", "local", "--base-dir", str(tmp_path / "absent"))
     code, out = _usr(capsys, "remotes", "doctor", "--remote", "gone")
     assert code == 2 and f"ERROR: Local base_dir does not exist: {tmp_path / 'absent'}" in out
     assert "Doctor checks passed." not in out
+
+
+def test_wizard_creates_a_missing_remotes_file_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new-dir" / "usr" / "remotes.yaml"
+    monkeypatch.setenv("USR_REMOTES_PATH", str(path))
+    code, out = _usr(
+        capsys, "remotes", "wizard", "--preset", "bu-scc", "--user", "alice", "--base-dir", "/proj/a"
+    )
+    assert code == 0, out
+    assert out.splitlines()[:2] == [f"Created {path} (mode 0600)", f"Saved remote 'bu-scc' to {path}"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert yaml.safe_load(path.read_text())["remotes"]["bu-scc"]["host"] == "bu-scc"
+    code, out = _usr(capsys, "remotes", "show", "bu-scc")  # the created file passes the trust rule
+    assert code == 0 and "ssh      : alice@bu-scc" in out
+
+
+def test_remotes_file_writable_by_others_is_refused_with_the_fix(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg.write_text("remotes:\n  a: {type: local, base_dir: /x}\n")
+    cfg.chmod(0o664)
+    code, out = _usr(capsys, "remotes", "list")
+    assert code == 2
+    assert out.splitlines() == [
+        f"ERROR: Refusing remotes.yaml {cfg}: Bad owner or permissions: mode 0664 is writable by group/others "
+        "(whoever can write it decides where you connect).",
+        f"Hint: Fix it with: chmod go-w {cfg}",
+    ]
+    code, out = _usr(capsys, "remotes", "doctor", "--remote", "a")
+    assert code == 2
+    assert f"permissions: FAILED (remotes.yaml {cfg}: Bad owner or permissions" in out
+    assert f"Hint: Fix with: chmod go-w {cfg}" in out
+    cfg.chmod(0o644)
+    assert _usr(capsys, "remotes", "list")[0] == 0
+
+
+def test_unknown_remotes_keys_name_file_remote_and_suggestion(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg.write_text("remotes:\n  lab:\n    host: h\n    user: u\n    base_dir: /d\n    bach_mode: false\n")
+    code, out = _usr(capsys, "remotes", "list")
+    assert code == 2
+    assert out.startswith(
+        f"ERROR: {cfg}: remote 'lab': unknown key 'bach_mode'. Did you mean 'batch_mode'? Known keys: "
+    )
+    cfg.write_text("remote:\n  lab: {host: h, user: u, base_dir: /d}\n")
+    code, out = _usr(capsys, "remotes", "list")
+    assert code == 2 and out.startswith(f"ERROR: {cfg}: unknown key 'remote'. Did you mean 'remotes'?")
+    cfg.write_text("remotes:\n  s: {type: local, base_dir: /d, host: h}\n")
+    code, out = _usr(capsys, "remotes", "show", "s")
+    assert code == 2
+    assert out.splitlines()[0] == (
+        f"ERROR: {cfg}: remote 's': key 'host' applies to ssh remotes only; this remote is type local."
+    )

@@ -41,6 +41,7 @@ def _names(lines: list[str]) -> list[str]:
 
 ALL_CHECKS = [
     "config",
+    "permissions",
     "tcp",
     "host key",
     "auth",
@@ -90,7 +91,7 @@ def test_doctor_wrong_port_fails_at_tcp(
     )
     code, lines = _usr(capsys, "remotes", "doctor", "--remote", "w")
     assert code == 2
-    assert _names(lines) == ["config"]
+    assert _names(lines) == ["config", "permissions"]
     assert [x for x in lines if x.startswith("ERROR:")] == [
         f"ERROR: TCP connection to 127.0.0.1:{port} failed: Connection refused."
     ]
@@ -114,7 +115,7 @@ def test_doctor_unknown_host_key_fails_at_host_key(
     )
     code, lines = _usr(capsys, "remotes", "doctor", "--remote", "u")
     assert code == 2
-    assert _names(lines) == ["config", "tcp"]
+    assert _names(lines) == ["config", "permissions", "tcp"]
     error = next(x for x in lines if x.startswith("ERROR:"))
     assert "not trusted" in error and f"ssh-keyscan -p {sshd_server.port} localhost >>" in error
     assert "SHA256:" in error
@@ -162,7 +163,7 @@ def test_doctor_auth_failure_names_keys_tried(
     )
     code, lines = _usr(capsys, "remotes", "doctor", "--remote", "k")
     assert code == 2
-    assert _names(lines) == ["config", "tcp", "host key"]
+    assert _names(lines) == ["config", "permissions", "tcp", "host key"]
     error = next(x for x in lines if x.startswith("ERROR:"))
     assert error == f"ERROR: SSH authentication failed for {sshd_server.user}@127.0.0.1 (tried: {wrong})."
     assert "PRIVATE KEY" not in "\n".join(lines)

@@ -9,7 +9,14 @@ import click
 
 from usrbatch.cli.common import UsrContext, pass_usr
 from usrbatch.errors import UsrError
-from usrbatch.remotes import RemoteConfig, get_remote, load_remotes, remotes_path, save_remote
+from usrbatch.remotes import (
+    RemoteConfig,
+    create_remotes_file,
+    get_remote,
+    load_remotes,
+    remotes_path,
+    save_remote,
+)
 
 PRESETS = {"bu-scc": {"host": "scc1.bu.edu", "transfer_host": "scc-globus.bu.edu"}}
 
@@ -65,10 +72,12 @@ def with_repo_roots(fn: Callable) -> Callable:
 
 
 def ssh_config_snippet(name: str, host: str, user: str) -> str:
-    """The ~/.ssh/config block the wizard prints."""
+    """The ~/.ssh/config block the wizard prints. remotes.yaml names `Host <name>`, so what you add
+    here (Port, IdentityFile, ProxyJump) applies to usr as it does to ssh."""
     return "\n".join(
         [
-            "# Add to ~/.ssh/config, then run `ssh " + name + "` once to check and trust the host key.",
+            "# Add to ~/.ssh/config (remotes.yaml names this Host), then run `ssh " + name + "` once to "
+            "check and trust the host key.",
             f"Host {name}",
             f"    HostName {host}",
             f"    User {user}",
@@ -184,7 +193,12 @@ def wizard_cmd(
     repo_root: str | None,
     local_repo_root: str | None,
 ) -> None:
-    """Save a remote from a site preset and print the matching ~/.ssh/config block."""
+    """Save a remote from a site preset and print the matching ~/.ssh/config block.
+
+    remotes.yaml gets the ssh Host alias (the remote's name) as its host, and the printed block maps
+    that alias to the login node, so your Port/IdentityFile/ProxyJump lines apply to usr too.
+    A missing remotes file is created (mode 0600, a new parent directory 0700).
+    """
     if preset not in PRESETS:
         raise UsrError(f"Unsupported preset '{preset}'. Supported presets: {', '.join(PRESETS)}.")
     spec = PRESETS[preset]
@@ -193,7 +207,7 @@ def wizard_cmd(
     remote = RemoteConfig(
         name=remote_name,
         type="ssh",
-        host=chosen,
+        host=remote_name,
         user=user,
         base_dir=base_dir,
         batch_mode=batch_mode,
@@ -201,6 +215,9 @@ def wizard_cmd(
         repo_root=repo_root,
         local_repo_root=local_repo_root,
     )
+    created = create_remotes_file(_config_path(ctx))
+    if created is not None:
+        click.echo(f"Created {created} (mode 0600)")
     path = save_remote(remote, _config_path(ctx))
     click.echo(f"Saved remote '{remote_name}' to {path}")
     click.echo("")
@@ -221,10 +238,12 @@ def doctor_cmd(ctx: UsrContext, name: str, check_base_dir: bool, ssh_config: str
     """Check a remote in order; stop at the first failure with one actionable message."""
     from usrbatch.remotes_doctor import run_doctor
 
-    remote = get_remote(name, _config_path(ctx))
+    path = _config_path(ctx)
+    remote = get_remote(name, path, check_permissions=False)  # reported as the permissions check
     click.echo(f"Remote: {remote.name} ({remote.label})")
     run_doctor(
         remote,
+        remotes_file=path,
         check_base_dir=check_base_dir,
         ssh_config_path=Path(ssh_config).expanduser() if ssh_config else None,
         emit=lambda check: click.echo(check.render()),

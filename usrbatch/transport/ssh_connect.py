@@ -4,21 +4,33 @@ TCP (direct, through ProxyJump hosts via `direct-tcpip` channels, or a ProxyComm
 handshake with large windows → host key verified against known_hosts (never auto-added) →
 authentication with ssh-agent keys and key files (then keyboard-interactive and password on a
 TTY when batch_mode is off; 2FA after a key's partial success). Failures are UsrErrors with one
-actionable message; secrets never appear.
+actionable message; secrets never appear. As OpenSSH: a key file others can read is ignored (the
+error says `chmod 600`), IdentitiesOnly limits agent keys to the listed identities, and the server's
+version string must arrive within the connect timeout. paramiko's own log records go to the audit
+log, never to the terminal.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import getpass
+import logging
+import os
+import re
+import select
+import shlex
 import socket
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import paramiko
 
 from usrbatch.errors import RemoteUnavailableError
+from usrbatch.remotes_trust import private_key_problem
 from usrbatch.transport.ssh_config import HostKeyCheck, SshEndpoint, resolve_endpoint
 
 # Per-channel receive window: bounds what paramiko may buffer per SFTP session (x4 sessions) and
@@ -33,6 +45,45 @@ class ConnectFailed(RemoteUnavailableError):
     """TCP or SSH handshake failure: worth a retry (unlike host key or authentication failures)."""
 
     transient = True
+
+
+class NotSshError(RemoteUnavailableError):
+    """The port accepted TCP but sent no SSH version string in time: not retried."""
+
+
+# paramiko logs its transport thread's exceptions as ERROR records, one per traceback line; with no
+# handler configured, Python's last-resort handler prints them on the terminal. They go to the audit
+# log instead, one line per failure (the error itself reaches the user as one UsrError message).
+_TRACEBACK_LINE = re.compile(
+    r"^(\s|Traceback \(most recent call last\)|During handling of|The above exception|[\w.]+(: |$))"
+)
+
+
+class _ParamikoToAudit(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if not message.strip() or _TRACEBACK_LINE.match(message):
+                return
+            from usrbatch.auditlog import get_logger
+
+            get_logger().warning(
+                "ssh.paramiko", logger=record.name, level=record.levelname, message=message[:300]
+            )
+        except Exception:  # a log handler must never raise into paramiko's thread
+            pass
+
+
+def quiet_paramiko_logging() -> None:
+    """Route paramiko's logger to the audit log (WARNING and up); never to the terminal. Idempotent."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, _ParamikoToAudit) for h in logger.handlers):
+        logger.addHandler(_ParamikoToAudit())
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+quiet_paramiko_logging()
 
 
 @dataclass
@@ -65,9 +116,11 @@ def tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
             hint="Check the host name and port, VPN/firewall, or a ProxyJump in ~/.ssh/config.",
         ) from exc
     except OSError as exc:
+        hint = "Check the host name and port in remotes.yaml / ~/.ssh/config."
+        if isinstance(exc, socket.gaierror):
+            hint += f" If '{host}' is a Host alias, add its block to ~/.ssh/config (`usr remotes wizard` prints one)."
         raise ConnectFailed(
-            f"TCP connection to {host}:{port} failed: {exc.strerror or exc}.",
-            hint="Check the host name and port in remotes.yaml / ~/.ssh/config.",
+            f"TCP connection to {host}:{port} failed: {exc.strerror or exc}.", hint=hint
         ) from exc
     sock.settimeout(None)
     set_nodelay(sock)
@@ -134,11 +187,68 @@ def _open_socket(endpoint: SshEndpoint, timeout: float, jumps: list[paramiko.Tra
         assert parent is not None
         return _direct_tcpip(parent, endpoint, timeout)
     if endpoint.proxy_command:
-        try:
-            return paramiko.ProxyCommand(endpoint.proxy_command)
-        except Exception as exc:
-            raise RemoteUnavailableError(f"ProxyCommand failed for {endpoint.alias}: {exc}") from exc
+        return ProxyCommandSocket(endpoint.proxy_command, endpoint.alias)
     return tcp_connect(endpoint.hostname, endpoint.port, timeout)
+
+
+class ProxyCommandSocket(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, with the command's stderr kept (in a temp file, so a chatty command
+    never blocks on a full pipe) and its exit status, so a failure can say what the command said."""
+
+    def __init__(self, command_line: str, alias: str) -> None:
+        self.cmd = shlex.split(command_line)
+        self.command_line = command_line
+        self.alias = alias
+        self.timeout = None
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the command's life; close() closes it
+        try:
+            self.process = subprocess.Popen(
+                self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, bufsize=0
+            )
+        except OSError as exc:
+            self._stderr.close()
+            raise ConnectFailed(
+                f"ProxyCommand for {alias} could not start: {exc.strerror or exc}: {command_line}",
+                hint="Fix ProxyCommand in your ssh config (the command must exist on this machine).",
+            ) from exc
+
+    def recv(self, size: int) -> bytes:
+        # paramiko's version spins on a dead command's EOF until its timeout; b"" here is EOF.
+        if self.timeout is not None:
+            ready, _w, _x = select.select([self.process.stdout], [], [], self.timeout)
+            if not ready:
+                raise TimeoutError()
+        try:
+            return os.read(self.process.stdout.fileno(), size)  # type: ignore[union-attr]
+        except OSError as exc:
+            raise paramiko.ProxyCommandFailure(self.command_line, exc.strerror) from exc
+
+    def close(self) -> None:
+        # A command that closed its stdout is usually exiting: let it, so failure() sees its own
+        # exit status. The stderr file stays open for failure() (anonymous; freed with this object).
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]  # EOF: nc / ssh -W exit now
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=0.5)
+        if self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
+
+    def failure(self) -> str | None:
+        """'exit N: <its stderr>' once the command has ended (waits up to 2 s), else None."""
+        try:
+            rc = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        try:
+            self._stderr.seek(0)
+            text = self._stderr.read()[-4000:].decode("utf-8", "replace")
+        except (OSError, ValueError):
+            text = ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        said = " | ".join(lines[-3:]) if lines else "(no stderr)"
+        return f"exit {rc}: {said}"
 
 
 def _direct_tcpip(parent: paramiko.Transport, endpoint: SshEndpoint, timeout: float) -> paramiko.Channel:
@@ -168,6 +278,17 @@ def _offered_methods(t: paramiko.Transport, user: str) -> list[str] | None:
     except (paramiko.AuthenticationException, paramiko.SSHException):
         return None
     return []
+
+
+def _identity_blobs(endpoint: SshEndpoint) -> set[bytes]:
+    """Public key blobs of the endpoint's identity files (from `<key>.pub`, never the private key)."""
+    blobs: set[bytes] = set()
+    for path in endpoint.identity_files:
+        pub = Path(f"{path}.pub")
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = pub.read_text(encoding="utf-8").split()
+            blobs.add(base64.b64decode(fields[1], validate=True))
+    return blobs
 
 
 def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool) -> str:
@@ -201,17 +322,24 @@ def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool)
     def keys_done() -> bool:  # authenticated, a first factor passed, or publickey not offered
         return bool(accepted) or (offered is not None and "publickey" not in offered)
 
-    if not endpoint.identities_only:
-        with contextlib.suppress(paramiko.SSHException, OSError):
-            agent = paramiko.Agent()
-            for i, key in enumerate(agent.get_keys()):
-                label = f"ssh-agent key {i + 1} ({key.get_name()})"
-                if attempt(key, label):
-                    return label
-                if keys_done():
-                    break
+    # IdentitiesOnly, as OpenSSH: only agent keys that belong to a listed identity (its .pub file).
+    allowed = _identity_blobs(endpoint) if endpoint.identities_only else None
+    with contextlib.suppress(paramiko.SSHException, OSError):
+        agent = paramiko.Agent()
+        for i, key in enumerate(agent.get_keys()):
+            if allowed is not None and key.asbytes() not in allowed:
+                continue
+            label = f"ssh-agent key {i + 1} ({key.get_name()})"
+            if attempt(key, label):
+                return label
+            if keys_done():
+                break
     for path in endpoint.identity_files:
         if keys_done() or not path.is_file():
+            continue
+        problem = private_key_problem(path)
+        if problem is not None:  # OpenSSH ignores such a key; so do we, and say how to fix it
+            skipped.append(f"{path} ({problem.reason}; fix: {problem.fix})")
             continue
         try:
             key = paramiko.PKey.from_path(str(path))
@@ -284,19 +412,55 @@ def start_transport(
             if "ssh-rsa" in known:
                 first = [k for k in ("rsa-sha2-512", "rsa-sha2-256") if k in opts.key_types] + first
             opts.key_types = first + [k for k in opts.key_types if k not in first]
+        # The server's version string must arrive within the connect timeout (as OpenSSH's
+        # ConnectTimeout): a port that speaks something else fails in seconds, not minutes.
         t.banner_timeout = timeout
         t.auth_timeout = timeout
         try:
             t.start_client(timeout=timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise ConnectFailed(
-                f"SSH handshake with {endpoint.hostname}:{endpoint.port} failed: {exc or exc.__class__.__name__}.",
-                hint="Is an SSH server listening on that port?",
-            ) from exc
+            raise handshake_error(sock, endpoint, timeout, exc) from exc
+        if t.host_key is None:  # start_client returns at its timeout with the handshake unfinished
+            raise handshake_error(sock, endpoint, timeout, None, version=t.remote_version or "")
         return t, hostkeys
     except BaseException:
         t.close()
         raise
+
+
+def handshake_error(
+    sock, endpoint: SshEndpoint, timeout: float, exc: BaseException | None, *, version: str = ""
+) -> RemoteUnavailableError:
+    """One clear error for a failed SSH handshake (ProxyCommand output, non-SSH port, ...)."""
+    where = f"{endpoint.hostname}:{endpoint.port}"
+    if isinstance(sock, ProxyCommandSocket):
+        said = sock.failure()
+        if said is not None:
+            return ConnectFailed(
+                f"ProxyCommand for {endpoint.alias} failed ({said}): {sock.command_line}",
+                hint="Run that command by hand to see why; fix ProxyCommand in your ssh config.",
+            )
+        where = f"{endpoint.alias} (through ProxyCommand {sock.command_line})"
+    cause = exc.__context__ if exc is not None else None
+    silent = exc is None and not version or isinstance(cause, TimeoutError | socket.timeout)
+    if silent:
+        return NotSshError(
+            f"{where} sent no SSH version string within {timeout:g} s: it does not speak SSH "
+            "(or is not answering).",
+            hint="Check the host and port (an HTTP or other service?); ConnectTimeout in ~/.ssh/config sets the wait.",
+        )
+    if exc is None:
+        return ConnectFailed(f"SSH handshake with {where} did not finish within {timeout:g} s.")
+    text = str(exc) or exc.__class__.__name__
+    if "protocol banner" in text or "Indecipherable protocol version" in text:
+        return ConnectFailed(
+            f"{where} closed the connection without an SSH version string: it does not speak SSH "
+            "(or the server dropped us, e.g. MaxStartups).",
+            hint="Check the host and port in remotes.yaml / ~/.ssh/config.",
+        )
+    return ConnectFailed(
+        f"SSH handshake with {where} failed: {text}.", hint="Is an SSH server listening on that port?"
+    )
 
 
 def _handshake(
