@@ -97,3 +97,47 @@ def test_host_key_check_plain_hashed_unknown_changed(tmp_path: Path) -> None:
         check.verify(unknown, key)
     assert f"ssh-keyscan new.example >> {kh}" in str(info.value)
     assert fingerprint(key).startswith("SHA256:") and fingerprint(key) in str(info.value)
+
+
+def test_known_hosts_patterns_markers_and_bad_lines(tmp_path: Path) -> None:
+    from usrbatch.transport.ssh_known_hosts import host_matches, read_known_hosts
+
+    assert host_matches("*.bu.edu,!scc-globus.bu.edu", "scc1.bu.edu")
+    assert not host_matches("*.bu.edu,!scc-globus.bu.edu", "scc-globus.bu.edu")
+    assert host_matches("[h.example]:2200", "[h.example]:2200")  # brackets are literal, not a class
+    assert not host_matches("[h.example]:2200", "h")
+    assert host_matches("scc?.BU.edu", "scc1.bu.edu") and not host_matches("scc?.bu.edu", "scc12.bu.edu")
+    key = _keypair(tmp_path, "hk")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(
+        "\n".join(
+            [
+                "# comment",
+                f"@revoked * {key.get_name()} {key.get_base64()}",
+                f"@cert-authority *.bu.edu {key.get_name()} {key.get_base64()}",
+                f"@bogus h {key.get_name()} {key.get_base64()}",  # unknown marker: skipped
+                "h ssh-ed25519 not-base64!!",  # bad key: skipped
+                "h ssh-unknown AAAA",  # unknown type: skipped
+                "too few",
+                f"plain.example {key.get_name()} {key.get_base64()} comment words",
+            ]
+        )
+    )
+    lines = read_known_hosts(kh)
+    assert [(x.lineno, x.marker, x.patterns) for x in lines] == [
+        (2, "@revoked", "*"),
+        (3, "@cert-authority", "*.bu.edu"),
+        (8, "", "plain.example"),
+    ]
+    (tmp_path / "empty").write_text("")
+    ep = resolve_endpoint(_remote(host="plain.example"), ssh_config_path=tmp_path / "empty", known_hosts=kh)
+    with pytest.raises(RemoteUnavailableError, match=r"^REVOKED HOST KEY for plain.example"):
+        HostKeyCheck(ep.known_hosts_files).verify(ep, key)
+
+
+def test_ssh_config_permission_rule(tmp_path: Path, ssh_config: Path) -> None:
+    ssh_config.chmod(0o620)
+    with pytest.raises(RemoteConfigError, match="mode 0620 is writable by group/others") as info:
+        resolve_endpoint(_remote(), ssh_config_path=ssh_config)
+    assert info.value.hint == f"Fix it with: chmod go-w {ssh_config}"
+    assert resolve_endpoint(_remote(), ssh_config_path=ssh_config, check_permissions=False).port == 2200
