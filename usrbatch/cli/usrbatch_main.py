@@ -123,13 +123,23 @@ def _wait_and_report(loop_dir: Path, timeout: float, *, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @ROOT_OPT
 @LOOPS_DIR_OPT
-def status(loop: str, as_json: bool, root: Path | None, loops_dir: Path | None) -> None:
-    """State, exit code, duration and bytes moved of every job of LOOP (a loop id or dir)."""
+def status(loop: str, as_json: bool, root: Path | None, loops_dir: Path | None) -> int:
+    """State, exit code, duration and bytes moved of every job of LOOP (a loop id or dir).
+
+    \b
+    Exit codes (for scripts that poll a loop):
+      0  completed: every job succeeded
+      1  failed: a job failed, or the chain was cancelled / refused to run
+      3  still running, pending or held (or not submitted yet)
+      4  unknown: the scheduler could not be asked (qstat/squeue/sacct unreachable)
+      2  usage error (no such loop, bad arguments)
+    """
     from usrbatch.jobs.control import resolve_loop
-    from usrbatch.jobs.status import format_status, loop_status
+    from usrbatch.jobs.status import format_status, loop_status, status_exit_code
 
     st = loop_status(resolve_loop(loop, root=root, loops_dir=loops_dir))
     click.echo(json.dumps(st.to_json(), indent=1) if as_json else format_status(st))
+    return status_exit_code(st)
 
 
 @usrbatch.command()

@@ -24,6 +24,31 @@ from usrbatch.jobs.scheduler import (
 NOT_SUBMITTED = "not-submitted"
 FAILED_VIEW_STATES = frozenset({FAILED, CANCELLED, ERROR_HELD, UNKNOWN})
 
+# `usrbatch status` exit codes (documented in its --help and docs/bu-scc/jobs/README.md): scripts
+# poll a loop and branch on them. 2 stays "usage error" (no such loop, bad arguments).
+EXIT_COMPLETED = 0
+EXIT_FAILED = 1  # a job failed, or the chain was cancelled / refused to run after a failure
+EXIT_RUNNING = 3  # still running, pending, held, or not submitted yet
+EXIT_UNKNOWN = 4  # the scheduler could not be asked (qstat/squeue/sacct unreachable)
+STATUS_EXIT_CODES = {
+    COMPLETED: EXIT_COMPLETED,
+    FAILED: EXIT_FAILED,
+    CANCELLED: EXIT_FAILED,
+    "running": EXIT_RUNNING,
+    NOT_SUBMITTED: EXIT_RUNNING,
+}
+
+
+class SchedulerUnreachable(JobError):
+    """The scheduler did not answer a status query: the loop's state is unknown (exit 4)."""
+
+    exit_code = EXIT_UNKNOWN
+
+
+def status_exit_code(status: LoopStatus) -> int:
+    """The exit code `usrbatch status` ends with for this loop state (see STATUS_EXIT_CODES)."""
+    return STATUS_EXIT_CODES.get(status.state, EXIT_UNKNOWN)
+
 
 @dataclass(frozen=True)
 class JobView:
@@ -101,7 +126,13 @@ def _audit_index(loop_dir: Path) -> tuple[dict[str, dict], dict[str, int], set[s
 
 def job_views(state: LoopState, loop_dir: Path, scheduler: Scheduler) -> list[JobView]:
     ids = [j.scheduler_id for j in state.jobs if j.scheduler_id]
-    infos: dict[str, JobInfo] = scheduler.status(ids) if ids else {}
+    try:
+        infos: dict[str, JobInfo] = scheduler.status(ids) if ids else {}
+    except JobError as exc:
+        raise SchedulerUnreachable(
+            f"loop {state.loop_id}: state unknown, the {state.scheduler} scheduler did not answer: {exc.message}",
+            hint=exc.hint or "Run `usrbatch status` on a host where the scheduler commands work.",
+        ) from exc
     by_key, sent, cancelled = _audit_index(loop_dir)
     views = []
     for job in state.jobs:
