@@ -45,7 +45,8 @@ class _JsonLinesFile:
 
     def msg(self, line: str) -> None:
         data = (line + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Group-readable as the umask allows, never world-readable (redacted, but it names paths and hosts).
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
         try:
             os.write(fd, data)
         finally:

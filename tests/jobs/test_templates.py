@@ -152,3 +152,65 @@ def test_cli_templates_dir_option(write_spec, tmp_path: Path, capsys) -> None:
         main(["render", "shell", "--config", str(path), "--templates-dir", str(tmp_path / "tpl")])
     assert info.value.code == 0
     assert capsys.readouterr().out == "#!/bin/bash\necho mine ub.loop.i001-01-shell\n"
+
+
+SECRET = "ghp_" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8"
+
+
+def test_secret_in_a_command_stays_out_of_the_script_and_still_reaches_the_job(
+    write_spec, tmp_path: Path
+) -> None:
+    from usrbatch.jobs.control import wait_loop
+    from usrbatch.jobs.submit import script_path, submit_loop
+
+    out = tmp_path / "seen.txt"
+    command = f"printf '%s' 'Bearer {SECRET}' > {out}"
+    spec = load_spec(write_spec(steps=[{"kind": "shell", "name": "s", "command": command}]))
+    job = plan_jobs(spec, 1)[0]
+    public = render_job(spec, job)
+    secret_file = templates.secret_path_for(script_path(spec.loop_dir, job.key))
+    assert SECRET not in public
+    assert f". {secret_file}" in public.splitlines()
+    assert f"#   printf '%s' 'Bearer ***REDACTED***' > {out}" in public.splitlines()
+    old = os.umask(0o002)  # even a group-writable umask gives no bit to others
+    try:
+        submit_loop(spec, emit=lambda _m: None)
+    finally:
+        os.umask(old)
+    assert wait_loop(spec.loop_dir, timeout=60, poll=0.2).state == "completed"
+    assert out.read_text() == f"Bearer {SECRET}"  # the job ran with the real value
+    script = script_path(spec.loop_dir, job.key)
+    assert SECRET not in script.read_text()
+    assert script.stat().st_mode & 0o777 == 0o770
+    assert secret_file.stat().st_mode & 0o777 == 0o600 and SECRET in secret_file.read_text()
+    assert (spec.loop_dir / "state.json").stat().st_mode & 0o777 == 0o660
+    for path in spec.loop_dir.rglob("*"):
+        if path.is_file() and path != secret_file:
+            assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_job_files_under_umask_022_are_not_world_readable(write_spec) -> None:
+    from usrbatch.jobs.control import wait_loop
+    from usrbatch.jobs.submit import script_path, submit_loop
+
+    spec = load_spec(write_spec(steps=[{"kind": "shell", "name": "s", "command": "true"}]))
+    old = os.umask(0o022)
+    try:
+        submit_loop(spec, emit=lambda _m: None)
+    finally:
+        os.umask(old)
+    assert wait_loop(spec.loop_dir, timeout=60, poll=0.2).state == "completed"
+    job = plan_jobs(spec, 1)[0]
+    assert script_path(spec.loop_dir, job.key).stat().st_mode & 0o777 == 0o750
+    assert not templates.secret_path_for(script_path(spec.loop_dir, job.key)).exists()
+    assert (spec.loop_dir / "state.json").stat().st_mode & 0o777 == 0o640
+    assert (spec.loop_dir / "audit.jsonl").stat().st_mode & 0o777 == 0o640
+
+
+def test_secret_outside_the_command_is_refused(write_spec, tmp_path: Path) -> None:
+    spec = load_spec(write_spec(steps=[{"kind": "shell", "name": "s", "command": "true"}]))
+    job = plan_jobs(spec, 1)[0]
+    context = render_context(spec, job)
+    context["loop"]["workdir"] = f"/data/{SECRET}"
+    with pytest.raises(JobError, match="would contain a secret-looking value outside the step's command"):
+        templates.render_script("local", "shell", context)

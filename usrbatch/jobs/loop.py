@@ -422,11 +422,13 @@ def state_path(loop_dir: Path) -> Path:
 
 
 def save_state(loop_dir: Path, state: LoopState) -> None:
-    """Write state.json atomically (temp file + fsync + rename)."""
+    """Write state.json atomically (temp file + fsync + rename); never world-readable."""
     path = state_path(loop_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".state.json.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # Group-readable as the umask allows, never world-readable (like the job scripts).
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o660), "w", encoding="utf-8") as fh:
+        os.fchmod(fh.fileno(), os.fstat(fh.fileno()).st_mode & 0o770)
         json.dump(asdict(state), fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())

@@ -112,10 +112,16 @@ def render_context(spec: LoopSpec, job: JobRecord) -> dict:
     }
 
 
-def render_job(spec: LoopSpec, job: JobRecord) -> str:
-    return templates.render(
+def render_job_script(spec: LoopSpec, job: JobRecord) -> templates.JobScript:
+    """The job's script and, when its command holds a secret, the 0600 file it sources."""
+    return templates.render_script(
         spec.scheduler, job.kind, render_context(spec, job), templates_dir=spec.templates_dir
     )
+
+
+def render_job(spec: LoopSpec, job: JobRecord) -> str:
+    """The job script's text (what `usrbatch render` and --dry-run print: never a secret)."""
+    return render_job_script(spec, job).text
 
 
 @dataclass
@@ -285,13 +291,11 @@ def submit_loop(
                     result.recovered.append(job.key)
                     emit(f"recovered {job.key}: already on {spec.scheduler} as job {found[-1]}")
                     continue
-            script = render_job(spec, job)
+            script = render_job_script(spec, job)
             path = script_path(loop_dir, job.key)
-            path.parent.mkdir(parents=True, exist_ok=True)
             log_path(loop_dir, job.key).parent.mkdir(parents=True, exist_ok=True)
             (loop_dir / "sync").mkdir(exist_ok=True)
-            path.write_text(script, encoding="utf-8")
-            path.chmod(0o755)
+            templates.write_job_script(path, script)  # never world-readable; a secret only in 0600
             req = SubmitRequest(
                 script=path,
                 name=job.name,
