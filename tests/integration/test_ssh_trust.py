@@ -278,3 +278,76 @@ def test_working_proxycommand_still_connects(sshd_server: SshdServer, tmp_path: 
         assert (rc, out.strip()) == (0, "via-proxy")
     finally:
         t.close()
+
+
+NO_DAC = """#!{python}
+# Run {target} without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: root then obeys file modes, so a
+# chmod 000 file is unreadable, as it is for every other user.
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for cap in (1, 2):
+    if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+        sys.exit("prctl failed: %d" % ctypes.get_errno())
+os.execv({target!r}, [{target!r}, *sys.argv[1:]])
+"""
+
+
+def _obeying_file_modes(path: Path, target: str) -> Path:
+    """`target`, or (as root) a wrapper at `path` that runs it without root's DAC override."""
+    if os.geteuid() != 0:
+        return Path(target)
+    path.write_text(NO_DAC.format(python=sys.executable, target=target))
+    path.chmod(0o755)
+    return path
+
+
+def test_unreadable_files_are_named_not_a_traceback(sshd_server: SshdServer, tmp_path: Path) -> None:
+    try:
+        from .services import _keygen, _serve, stop_sshd
+    except ImportError:
+        from services import _keygen, _serve, stop_sshd  # type: ignore[no-redef]
+
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    for d in (local, cluster):
+        d.mkdir()
+    assert run_cli(usr, ["--root", str(cluster), "init", "densegen/demo"]) == 0
+    meta = cluster / "densegen" / "demo" / "meta.md"
+    meta.chmod(0)
+    remotes = tmp_path / "remotes.yaml"
+    remotes.write_text(f"remotes:\n  lab: {{type: local, base_dir: {cluster}}}\n")
+    env = {**os.environ, "USR_REMOTES_PATH": str(remotes)}
+    python = _obeying_file_modes(tmp_path / "python-no-dac", sys.executable)
+    cmd = [str(python), "-m", "usrbatch.cli.usr_main", "--root", str(local)]
+    res = subprocess.run(
+        [*cmd, "pull", "densegen/demo", "lab", "-y"], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stdout.splitlines()[0] == f"ERROR: Permission denied: {meta}"
+
+    # The same file behind an sshd that obeys file modes.
+    workdir = tmp_path / "sshd"
+    workdir.mkdir()
+    _keygen(workdir / "ssh_host_ed25519_key", "h")
+    _keygen(workdir / "client_ed25519", "c")
+    keys = workdir / "authorized_keys"
+    keys.write_text((workdir / "client_ed25519.pub").read_text())
+    program = _obeying_file_modes(workdir / "sshd-no-dac", "/usr/sbin/sshd")
+    server, proc = _serve(
+        workdir, "127.0.0.1", sshd_server.user, "key", program, keys, None, workdir / "log", 10.0
+    )
+    try:
+        remotes.write_text(
+            f"remotes:\n  c: {{host: {server.alias}, user: {server.user}, base_dir: {cluster}}}\n"
+        )
+        env["USRBATCH_SSH_CONFIG"] = str(server.ssh_config)
+        base = [sys.executable, "-m", "usrbatch.cli.usr_main", "--root", str(local)]
+        res = subprocess.run(
+            [*base, "pull", "densegen/demo", "c", "-y"], capture_output=True, text=True, env=env
+        )
+    finally:
+        stop_sshd(proc)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    error = res.stdout.splitlines()[0]
+    assert (
+        error.startswith("ERROR: Remote inventory on") and str(meta) in error and "Permission denied" in error
+    )

@@ -62,6 +62,11 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         click.echo(f"ERROR: {exc}")
         return 4
+    except PermissionError as exc:  # an unreadable file on either side (a local remote included): name it
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"ERROR: {exc.strerror or 'Permission denied'}{where}")
+        click.echo("Hint: Check that file's permissions (ls -l) and that you can read and write the dataset.")
+        return 2
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
