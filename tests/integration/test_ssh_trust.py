@@ -351,3 +351,43 @@ def test_unreadable_files_are_named_not_a_traceback(sshd_server: SshdServer, tmp
     assert (
         error.startswith("ERROR: Remote inventory on") and str(meta) in error and "Permission denied" in error
     )
+
+
+def test_identities_only_uses_the_agent_copy_of_an_encrypted_key(
+    sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As OpenSSH: IdentitiesOnly limits the agent to the listed identities, it does not skip it,
+    so a passphrase-protected IdentityFile loaded with ssh-add works (the wizard's block)."""
+    key = tmp_path / "enc_key"
+    shutil.copy(sshd_server.client_key, key)
+    shutil.copy(f"{sshd_server.client_key}.pub", f"{key}.pub")
+    key.chmod(0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", "s3cret-pass", "-f", str(key)], check=True)
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"])
+        askpass = tmp_path / "askpass"
+        askpass.write_text("#!/bin/sh\necho s3cret-pass\n")
+        askpass.chmod(0o700)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass)}
+        env["SSH_ASKPASS_REQUIRE"] = "force"
+        subprocess.run(
+            ["ssh-add", str(key)], env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL
+        )
+        cfg = _config(tmp_path, sshd_server, key=key)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        t = _connect(sshd_server, cfg, tmp_path)
+        try:
+            assert t.connect().auth_method.startswith("ssh-agent key 1")
+        finally:
+            t.close()
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "no-agent"))
+        with pytest.raises(RemoteUnavailableError, match=r"encrypted: load it with ssh-add"):
+            _connect(sshd_server, cfg, tmp_path)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)

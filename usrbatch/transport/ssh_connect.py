@@ -343,7 +343,8 @@ def authenticate(t: paramiko.Transport, endpoint: SshEndpoint, batch_mode: bool)
             continue
         try:
             key = paramiko.PKey.from_path(str(path))
-        except paramiko.PasswordRequiredException:
+        except (paramiko.PasswordRequiredException, TypeError):
+            # paramiko 3+/cryptography raise TypeError for a passphrase-protected OpenSSH-format key
             skipped.append(f"{path} (encrypted: load it with ssh-add)")
             continue
         except (paramiko.SSHException, OSError, ValueError) as exc:
