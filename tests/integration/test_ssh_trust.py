@@ -148,7 +148,9 @@ def test_revoked_host_key_is_refused(sshd_server: SshdServer, tmp_path: Path) ->
     assert f"{kh}:3 marks @revoked" in str(info.value)
 
 
-def test_cert_authority_lines_are_skipped_not_a_traceback(sshd_server: SshdServer, tmp_path: Path) -> None:
+def test_cert_authority_lines_are_skipped_not_a_traceback(
+    sshd_server: SshdServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     kind, blob = _server_key_line(sshd_server)
     ca = f"@cert-authority *.example,[{sshd_server.host}]:* {kind} {blob}\n"
     kh = tmp_path / "known_hosts"
@@ -160,6 +162,10 @@ def test_cert_authority_lines_are_skipped_not_a_traceback(sshd_server: SshdServe
     assert f"{kh}:1 has an @cert-authority line for this host" in str(info.value)
     kh.write_text(ca + f"[{sshd_server.host}]:{sshd_server.port} {kind} {blob}\n")
     _connect(sshd_server, cfg, tmp_path).close()  # the plain key still works beside a CA line
+    assert capsys.readouterr().err.splitlines() == [
+        f"WARNING: {kh}:1: @cert-authority line skipped for [{sshd_server.host}]:{sshd_server.port} "
+        "(usrbatch does not verify host certificates; the host's own key in known_hosts was used)."
+    ]
 
 
 @pytest.fixture

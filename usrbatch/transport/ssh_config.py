@@ -14,6 +14,7 @@ import base64
 import hashlib
 import os
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +142,16 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One stderr line per distinct warning per process (a retried connection does not repeat it)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(message, file=sys.stderr)
+
+
 class HostKeyCheck:
     """known_hosts verification that never trusts on first use and honours `@revoked` lines."""
 
@@ -193,6 +204,11 @@ class HostKeyCheck:
                 hint="Files searched: " + ", ".join(str(p) for p in self.files),
             )
         if any(line.same_key(key) for line in known):
+            for line in self._for(name, CERT_AUTHORITY):
+                _warn_once(
+                    f"WARNING: {line.where}: @cert-authority line skipped for {name} (usrbatch does not verify "
+                    "host certificates; the host's own key in known_hosts was used)."
+                )
             return
         same_type = [line for line in known if line.key_type == key.get_name()]
         expected = (same_type or known)[0]
