@@ -28,6 +28,7 @@ from usrbatch.dataset.overlays import (
     overlay_unreadable,
     source_key,
 )
+from usrbatch.dataset.pending import pending_problems
 from usrbatch.dataset.ref import DatasetRef
 from usrbatch.dataset.registry import load_registry, render_type
 from usrbatch.dataset.registry_modes import (
@@ -298,6 +299,7 @@ def validate_dataset(ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE
     registry_mode = normalize_registry_mode(registry_mode)
     ref.require(readable=False)
     report = ValidationReport(ref.dataset_id)
+    report.errors.extend(pending_problems(ref.dir))
     try:
         schema = pq.read_schema(ref.records)
     except (pa.ArrowInvalid, OSError) as exc:

@@ -25,6 +25,13 @@ LEASE_PREFIX = ".usr.lease."
 TEMP_PREFIX = ".usrbatch-tmp-"
 
 RUNTIME_NAMES = frozenset({DATASET_LOCK, EVENTS_LOCK, TRANSFER_LOCK})
+# Pull control files at the datasets root: `<root>/.usr-pull-<id, / → __>-<random>/` holds the
+# staged payload and `<that dir name>.promotion.json` beside it is the promotion journal, so no
+# staged (remote-named) file can ever be read as the journal.
+STAGING_PREFIX = ".usr-pull-"
+JOURNAL_SUFFIX = ".promotion.json"
+# Names a dataset never holds as data (ours, in any directory): a remote file named so is refused.
+RESERVED_PREFIXES = (STAGING_PREFIX, ".usr-promotion")
 SNAPSHOT_NAME = re.compile(r"^records-\d{8}T\d{6,}\.parquet$")
 
 
@@ -47,6 +54,14 @@ def is_runtime(relpath: str) -> bool:
     if top in RUNTIME_NAMES or top.startswith(LEASE_PREFIX):
         return True
     return any(p.startswith(TEMP_PREFIX) for p in parts)
+
+
+def is_reserved(relpath: str) -> bool:
+    """True for a path that names one of our runtime or control files (locks, leases, temps,
+    pull staging dirs and promotion journals): such a path is never dataset payload."""
+    if is_runtime(relpath):
+        return True
+    return any(part.startswith(RESERVED_PREFIXES) for part in PurePosixPath(relpath).parts)
 
 
 def classify(relpath: str) -> Category:

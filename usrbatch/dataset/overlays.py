@@ -41,6 +41,7 @@ from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import detect_format, read_table
 from usrbatch.dataset.layout import DERIVED_DIR
 from usrbatch.dataset.locks import dataset_lock
+from usrbatch.dataset.pending import refuse_if_pending
 from usrbatch.dataset.records import append_meta_note, freeze_registry
 from usrbatch.dataset.ref import DatasetRef, as_dataset
 from usrbatch.dataset.registry import (
@@ -417,6 +418,7 @@ def _write_overlay(
     )
     rows_incoming = table.num_rows
     with dataset_lock(ref.dir, timeout=lock_timeout):
+        refuse_if_pending(ref.dir, "attach" if mode == "attach" else "write_overlay_part")
         ref.require_mutable()  # torn event log or non-text core columns: refuse before writing
         ids, matched = _map_keys(ref, key, incoming.keys)
         rows_matched = int(pc.sum(matched).as_py() or 0)

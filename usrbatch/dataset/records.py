@@ -23,6 +23,7 @@ from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import read_table
 from usrbatch.dataset.layout import META, REGISTRY_DIR, SNAPSHOT_NAME, SNAPSHOTS_DIR
 from usrbatch.dataset.locks import dataset_lock
+from usrbatch.dataset.pending import refuse_if_pending
 from usrbatch.dataset.ref import DatasetRef, as_dataset, dataset_entries, open_dataset, restore_hint
 from usrbatch.dataset.registry import Registry, ensure_registry, load_registry
 from usrbatch.errors import DatasetError, SchemaError
@@ -190,10 +191,12 @@ def init_dataset(root: Path | str, dataset_id: str, *, source: str = "", notes: 
     directory holds anything but runtime files (locks, leases, temps), naming what it found.
     """
     ref = open_dataset(root, dataset_id)
+    refuse_if_pending(ref.dir, "init")
     _refuse_occupied(ref)
     registry, created = ensure_registry(ref.root)
     ref.dir.mkdir(parents=True, exist_ok=True)
     with dataset_lock(ref.dir):
+        refuse_if_pending(ref.dir, "init")
         _refuse_occupied(ref)
         created_at = S.iso_utc(S.utc_now())
         schema = S.CORE_SCHEMA.with_metadata(S.base_metadata(created_at, registry.hash))
@@ -381,6 +384,7 @@ def import_records(
     registry = load_registry(ref.root, required=True)
     assert registry is not None
     with dataset_lock(ref.dir, timeout=lock_timeout):
+        refuse_if_pending(ref.dir, "import")
         ref.require_mutable()
         existing = S.read_parquet(ref.records, columns=["id"])["id"]
         present = pc.is_in(prepared["id"], value_set=existing.combine_chunks())

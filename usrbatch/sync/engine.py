@@ -42,7 +42,13 @@ from usrbatch.dataset.locks import dataset_lock, event_lock
 from usrbatch.errors import DatasetError, TransferError, UsrError, VerificationError
 from usrbatch.sync import staging as stg
 from usrbatch.sync.audit import transfer_state
-from usrbatch.sync.inventory import local_inventory, reject_unsafe, remote_inventory, sections
+from usrbatch.sync.inventory import (
+    local_inventory,
+    reject_reserved,
+    reject_unsafe,
+    remote_inventory,
+    sections,
+)
 from usrbatch.sync.options import SyncOptions
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SyncPlan, build_plan
 from usrbatch.sync.verify import (
@@ -138,9 +144,11 @@ def _observe(root: Path, ds: str, transport: Transport, opts: SyncOptions, direc
     parquet = opts.verify == "parquet"
     remote = remote_inventory(transport, ds, parquet_stats=parquet)
     reject_unsafe(remote, side="Remote", where=f"{transport.label}/{ds}")
+    reject_reserved(remote, side="Remote", where=f"{transport.label}/{ds}")
     local_dir = dataset_dir(root, ds)
     local = local_inventory(local_dir)
     reject_unsafe(local, side="Local", where=str(local_dir))
+    reject_reserved(local, side="Local", where=str(local_dir))
     if parquet and RECORDS in local.files:
         local = dataclasses.replace(local, primary_shape=local_parquet_shape(local_dir / RECORDS))
     mode, notes = resolve_verify_mode(opts.verify, _primary(remote))
@@ -227,7 +235,7 @@ def _recover_interrupted(root: Path, ds: str, local_dir: Path, opts: SyncOptions
     notes: list[str] = []
     with _local_lock(local_dir, ds, opts), _local_event_lock(local_dir, ds, opts):
         for staging in stg.pending_journals(root, ds, local_dir):
-            installed, deleted = stg.roll_forward(staging)
+            installed, deleted = stg.roll_forward(staging, local_dir)
             get_logger().info(
                 "sync.promotion.rolled_forward", dataset=ds, installed=installed, deleted=deleted
             )
@@ -378,9 +386,18 @@ def pull(
                         now = capture_validated_revision(local_dir / EVENTS)
                         if now != local_rev:
                             raise VerificationError(LOCAL_CHANGED)
-                    stg.write_journal(staging, local_dir, [e.path for e in plan.send], list(plan.delete))
+                    stg.write_journal(
+                        staging,
+                        local_dir,
+                        [e.path for e in plan.send],
+                        plan.delete,
+                        dataset_id=ds,
+                        remote=transport.label,
+                        known=obs.local.files,
+                        staged=staged,
+                    )
                     promotion_started = True
-                    stg.roll_forward(staging)
+                    stg.roll_forward(staging, local_dir)
                 stg.remember_promoted(local_dir, staged, inodes)
             except UsrError:
                 raise

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.dataset.layout import EVENTS, META, RECORDS, SNAPSHOT_NAME, Category, classify
+from usrbatch.dataset.layout import EVENTS, META, RECORDS, SNAPSHOT_NAME, Category, classify, is_reserved
 from usrbatch.errors import TransferError
 from usrbatch.transport import agent
-from usrbatch.transport.base import FileEntry, Inventory, Transport
+from usrbatch.transport.base import FileEntry, Inventory, Transport, validate_relpath
 
 
 def local_inventory(dataset_dir: Path, *, parquet_stats: bool = False) -> Inventory:
@@ -35,6 +35,31 @@ def reject_unsafe(inv: Inventory, *, side: str, where: str) -> None:
     raise TransferError(
         f"{side} dataset contains an unsupported entry ({kind}): {rel}{more} in {where}.",
         hint="Sync moves regular files only; replace the entry with a regular file or remove it.",
+    )
+
+
+def reject_reserved(inv: Inventory, *, side: str, where: str) -> None:
+    """Fail before any write when an inventory names a path that is not a clean relative path or
+    that collides with one of our runtime/control names (locks, leases, temps, pull staging,
+    promotion journals): such a file is never payload, whichever transport listed it."""
+    bad = []
+    for rel in inv.files:
+        try:
+            clean = validate_relpath(rel, what=f"{side} inventory of {where}")
+        except TransferError:
+            bad.append(rel)
+            continue
+        if clean != rel or is_reserved(rel):
+            bad.append(rel)
+    if not bad:
+        return
+    bad.sort()
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise TransferError(
+        f"{side} dataset file {bad[0]!r}{more} in {where} uses a name reserved for usrbatch's own "
+        "control files (locks, leases, temps, `.usr-pull-*` staging, `.usr-promotion*` journals); "
+        "refusing to sync it.",
+        hint="It is not dataset data: rename or remove it on that side, then run the command again.",
     )
 
 
