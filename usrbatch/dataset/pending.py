@@ -60,7 +60,8 @@ def journals_at(root: Path, dataset_id: str) -> list[Path]:
     return sorted(out)
 
 
-def _same_dir(a: Path, b: Path) -> bool:
+def same_dir(a: Path, b: Path) -> bool:
+    """Whether two paths name the same directory (as written, or the same inode)."""
     if Path(os.path.abspath(a)) == Path(os.path.abspath(b)):
         return True
     try:
@@ -85,7 +86,7 @@ def promotions_at(root: Path, dataset_id: str, dataset_dir: Path) -> list[Pendin
     for journal in journals_at(root, dataset_id):
         head = _read_head(journal)
         target = head.get("dataset_dir") if head else None
-        if head is not None and not (isinstance(target, str) and _same_dir(Path(target), dataset_dir)):
+        if head is not None and not (isinstance(target, str) and same_dir(Path(target), dataset_dir)):
             continue
         remote = head.get("remote") if head else ""
         found.append(

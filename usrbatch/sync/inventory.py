@@ -7,9 +7,18 @@ so both sides are described identically: relpath → size, mtime_ns, sha256, cat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from usrbatch.dataset.layout import EVENTS, META, RECORDS, SNAPSHOT_NAME, Category, classify, is_reserved
+from usrbatch.dataset.layout import (
+    EVENTS,
+    META,
+    RECORDS,
+    SNAPSHOT_NAME,
+    TEMP_PREFIX,
+    Category,
+    classify,
+    is_reserved,
+)
 from usrbatch.errors import TransferError
 from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, Inventory, Transport, validate_relpath
@@ -38,27 +47,28 @@ def reject_unsafe(inv: Inventory, *, side: str, where: str) -> None:
     )
 
 
+def _clean(rel: str) -> bool:
+    try:
+        return validate_relpath(rel) == rel
+    except TransferError:
+        return False
+
+
 def reject_reserved(inv: Inventory, *, side: str, where: str) -> None:
-    """Fail before any write when an inventory names a path that is not a clean relative path or
-    that collides with one of our runtime/control names (locks, leases, temps, pull staging,
-    promotion journals): such a file is never payload, whichever transport listed it."""
-    bad = []
-    for rel in inv.files:
-        try:
-            clean = validate_relpath(rel, what=f"{side} inventory of {where}")
-        except TransferError:
-            bad.append(rel)
-            continue
-        if clean != rel or is_reserved(rel):
-            bad.append(rel)
+    """Fail before any write when an inventory names an unsafe path or a file that collides with
+    one of our runtime/control names (locks, leases, temps, pull staging, promotion journals):
+    such a file is never payload, whichever transport listed it. Upload temps (which a push
+    removes) must be clean paths with our temp prefix."""
+    bad = [rel for rel in inv.files if not _clean(rel) or is_reserved(rel)]
+    bad += [r for r in inv.temps if not _clean(r) or not PurePosixPath(r).name.startswith(TEMP_PREFIX)]
     if not bad:
         return
     bad.sort()
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     raise TransferError(
         f"{side} dataset file {bad[0]!r}{more} in {where} uses a name reserved for usrbatch's own "
-        "control files (locks, leases, temps, `.usr-pull-*` staging, `.usr-promotion*` journals); "
-        "refusing to sync it.",
+        "control files (locks, leases, temps, `.usr-pull-*` staging, `.usr-promotion*` journals) "
+        "or an unsafe path; refusing to sync it.",
         hint="It is not dataset data: rename or remove it on that side, then run the command again.",
     )
 

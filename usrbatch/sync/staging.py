@@ -24,7 +24,7 @@ from pathlib import Path
 
 from usrbatch.dataset.atomic import atomic_write_bytes, fsync_dir
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_reserved, is_runtime
-from usrbatch.dataset.pending import journal_for, promotions_at, staging_prefix
+from usrbatch.dataset.pending import journal_for, promotions_at, same_dir, staging_prefix
 from usrbatch.errors import TransferError, VerificationError
 from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, validate_relpath
@@ -368,7 +368,8 @@ def read_journal(staging: Path, dataset_dir: Path) -> Journal:
     try:
         if body.get("version") != JOURNAL_VERSION:
             raise TransferError(f"Unknown promotion journal version in {file}.")
-        if body.get("dataset_dir") != str(dataset_dir):
+        target = body.get("dataset_dir")
+        if not isinstance(target, str) or not same_dir(Path(target), dataset_dir):
             raise TransferError(
                 f"Promotion journal {file} promotes into another directory than {dataset_dir}."
             )
