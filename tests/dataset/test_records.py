@@ -296,3 +296,18 @@ def test_ids_with_control_characters_or_internal_names_are_refused(
     with pytest.raises(DatasetError, match=re.escape(message)):
         init_dataset(root, bad)
     assert tree(root) == before
+
+
+def test_int_id_or_sequence_in_an_input_file_is_a_clear_error(
+    dataset: DatasetRef, tmp_path: Path, tree
+) -> None:
+    before = tree(dataset.root)
+    ints = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"sequence": [1, 2]}), ints)
+    with pytest.raises(SchemaError, match=r"Column 'sequence' in .*ints\.parquet must be text, got int64"):
+        import_records(dataset, ints)
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text('{"sequence": "ACGTAC", "id": 5}\n')
+    with pytest.raises(SchemaError, match=r"drop the id column and let usr compute ids\.$"):
+        import_records(dataset, ids)
+    assert tree(dataset.root) == before

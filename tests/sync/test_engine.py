@@ -377,3 +377,23 @@ def test_push_keeps_every_source_mtime_as_rsync_t(sides):
         }
     assert mtimes[sides.remote_root] == mtimes[sides.local_root]
     assert mtimes[sides.remote_root]["meta.md"] == 1_767_225_600_987_654_321
+
+
+def test_synced_files_follow_the_umask_like_locally_written_ones(sides):
+    """Under umask 002 every file a sync gives a dataset is group-writable, as records.parquet is."""
+    from usrbatch.dataset.records import import_records, init_dataset
+
+    previous = os.umask(0o002)
+    try:
+        ref = init_dataset(sides.remote_root, DS).dataset
+        import_records(ref, [{"sequence": "ACGT"}])
+        engine.pull(sides.local_root, DS, sides.transport)
+        shutil.copy(sides.remote_root / "registry.yaml", sides.local_root / "registry.yaml")  # root file
+        import_records(ref.__class__(sides.local_root, DS), [{"sequence": "TTTT"}])
+        engine.push(sides.local_root, DS, sides.transport)
+    finally:
+        os.umask(previous)
+    for side in (sides.local_root, sides.remote_root):
+        files = [p for p in (side / DS).rglob("*") if p.is_file() and not p.name.startswith(".usr.lease.")]
+        modes = {p.relative_to(side).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+        assert set(modes.values()) == {"0o664"}, modes

@@ -236,7 +236,9 @@ def _string_column(table: pa.Table, name: str, origin: str) -> pa.ChunkedArray:
         column = column.cast(pa.string())
     if not pa.types.is_string(column.type):
         raise SchemaError(
-            f"Column '{name}' in {origin} must be text, got {column.type}. Quote the values or fix the column."
+            f"Column '{name}' in {origin} must be text, got {column.type}. Write it as text (quoted "
+            "in JSON, a string column in parquet)"
+            + (", or drop the id column and let usr compute ids." if name == "id" else ".")
         )
     return column
 

@@ -818,7 +818,7 @@ class LockTimeout(Exception):
 def _open_lock_file(path):
     flags = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDWR | flags, 0o644)
+        fd = os.open(path, os.O_RDWR | flags, 0o666)  # umask decides (dataset file rule)
     except PermissionError:
         fd = os.open(path, os.O_RDONLY | flags)  # flock works on a read-only fd (shared datasets)
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -177,7 +177,7 @@ def _copy_verified(src: Path, dst: Path, item: Transfer, progress: ProgressFn | 
             digest = hashlib.sha256()
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
             try:
-                fd = os.open(dst, flags, 0o644)
+                fd = os.open(dst, flags, 0o666)  # the umask decides, as for every dataset file
             except OSError as exc:
                 raise TransferError(f"Cannot write {dst}: {exc.strerror}") from None
             with os.fdopen(fd, "r+b") as fout:
