@@ -5,6 +5,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,20 +22,12 @@ def _hold(directory: str, ready, release) -> None:
 
 
 def test_dataset_lock_excludes_another_process_and_times_out(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with _held(tmp_path):
         start = time.monotonic()
         pattern = r"Timed out after 0\.3 s waiting for the dataset lock"
         with pytest.raises(LockTimeoutError, match=pattern), dataset_lock(tmp_path, timeout=0.3):
             pass
         assert time.monotonic() - start >= 0.3
-    finally:
-        release.set()
-        proc.join(30)
     with dataset_lock(tmp_path, timeout=5):  # free again once the holder exits
         assert (tmp_path / ".usr.lock").is_file()
 
@@ -71,24 +65,34 @@ def test_lock_files_follow_the_umask_like_records(tmp_path: Path) -> None:
     assert modes == {".usr.lock": 0o664, ".events.lock": 0o664, "records.parquet": 0o664}
 
 
-def _hold_raw_flock(path: str, ready, release) -> None:
+def _hold_raw_flock(directory: str, ready, release) -> None:
     """A holder that records nothing (as the public tool's locks are empty files)."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(directory, ".events.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
     ready.set()
     release.wait(30)
     os.close(fd)
 
 
-def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
+@contextmanager
+def _held(directory: Path, target=_hold) -> Iterator[tuple[mp.Process, object]]:
+    """Another process holding a lock of `directory` until the block ends (or `release.set()`)."""
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    proc = ctx.Process(target=target, args=(str(directory), ready, release))
     proc.start()
     try:
         assert ready.wait(30)
+        yield proc, release
+    finally:
+        release.set()
+        proc.join(30)
+
+
+def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
+    with _held(tmp_path) as (proc, _release):
         holder = lock_holder(tmp_path / ".usr.lock")
         assert holder is not None and holder.pid == proc.pid
         assert holder.host == socket.gethostname() and holder.since and holder.since.endswith("Z")
@@ -97,42 +101,23 @@ def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
         assert f"It is held by pid {proc.pid} on host {socket.gethostname()}" in info.value.message
         assert " since 20" in info.value.message
         assert f"kill {proc.pid}" in (info.value.hint or "")
-    finally:
-        release.set()
-        proc.join(30)
     assert (tmp_path / ".usr.lock").read_bytes() == b""  # the record goes with the lock
     assert lock_holder(tmp_path / ".usr.lock") is None
 
 
 def test_an_unrecorded_holder_is_found_in_proc_locks(tmp_path: Path) -> None:
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold_raw_flock, args=(str(tmp_path / ".events.lock"), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with _held(tmp_path, _hold_raw_flock) as (proc, _release):
         with pytest.raises(LockTimeoutError) as info, event_lock(tmp_path, timeout=0.1):
             pass
         assert f"held by pid {proc.pid}" in info.value.message
-        assert "_hold_raw_flock" in info.value.message or "python" in info.value.message  # its command line
-    finally:
-        release.set()
-        proc.join(30)
+        assert "python" in info.value.message  # its command line, from /proc
 
 
 def test_a_blocking_wait_says_who_holds_the_lock(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
-    proc.start()
-    try:
-        assert ready.wait(30)
+    with _held(tmp_path) as (proc, release):
         threading.Timer(0.5, release.set).start()
         with dataset_lock(tmp_path):  # blocks until the holder lets go
             pass
-    finally:
-        release.set()
-        proc.join(30)
     err = capfd.readouterr().err
     assert f"usr: waiting for the dataset lock {tmp_path / '.usr.lock'}. It is held by pid {proc.pid}" in err
 

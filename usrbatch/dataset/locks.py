@@ -179,32 +179,32 @@ def _holder_text(path: Path) -> tuple[str, str]:
     )
 
 
-def _flock(fd: int, path: Path, timeout: float | None, what: str) -> None:
+def _try_flock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
+        return True
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-    held_by, hint = _holder_text(path)
+        return False
+
+
+def _flock(fd: int, path: Path, timeout: float | None, what: str) -> None:
+    if _try_flock(fd):
+        return
     if timeout is None:
+        held_by, _hint = _holder_text(path)
         print(printable(f"usr: waiting for the {what} {path}.{held_by}"), file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
     deadline = time.monotonic() + max(0.0, timeout)
-    while True:
+    while not _try_flock(fd):
         if time.monotonic() >= deadline:
-            held_by, hint = _holder_text(path)  # the holder now, not when the wait began
+            held_by, hint = _holder_text(path)
             raise LockTimeoutError(
                 f"Timed out after {timeout:g} s waiting for the {what} {path}.{held_by}", hint=hint
             )
         time.sleep(_POLL_S)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
 
 
 @contextmanager
