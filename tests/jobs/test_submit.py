@@ -144,3 +144,20 @@ def test_cancel_loop_stops_running_and_waiting_jobs(write_spec) -> None:
         e.get("event") == "loop.cancelled"
         for e in map(json.loads, (spec.loop_dir / "audit.jsonl").read_text().splitlines())
     )
+
+
+def test_submit_loop_registers_the_loop_namespaces_before_its_first_write(write_spec, tmp_path: Path) -> None:
+    """A namespace registered mid-loop would change the registry hash under the overlays already
+    written (the public `validate` refuses them): submit registers every step's namespace first."""
+    from usrbatch.dataset.registry import load_registry
+
+    root = tmp_path / "root"
+    root.mkdir()
+    steps = [{"kind": "shell", "name": "a", "command": "true"}, {"kind": "infer"}]
+    spec = load_spec(write_spec(steps=steps, iterations=1))
+    messages: list[str] = []
+    result = submit_loop(spec, emit=messages.append)
+    registry = load_registry(root)
+    assert registry is not None and set(registry.namespaces) == {"infer", "usr_state"}
+    assert any(m.startswith("registered namespace(s) infer in ") for m in messages)
+    wait_loop(result.loop_dir, timeout=120, poll=0.2)  # the infer job fails (no dataset): fine here

@@ -10,6 +10,7 @@ local copy) -> sync push, for N iterations. Then `usrbatch status` and a final `
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ def write_workspace(ws: Path, iterations: int) -> Path:
     """Create (or reuse) the demo workspace; returns the loop spec path."""
     from usrbatch.dataset.records import init_dataset
     from usrbatch.dataset.ref import open_dataset
+    from usrbatch.steps.namespaces import ensure_loop_namespaces
 
     local_root, cluster = ws / "local", ws / "cluster"
     local_root.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,10 @@ def write_workspace(ws: Path, iterations: int) -> Path:
             {"kind": "sync", "action": "push", "name": "sync-push-infer", "retries": 2, "retry_delay": 1},
         ],
     }
+    # Every namespace the loop writes, registered before its first write (submit_loop would too);
+    # the cluster root gets the same registry.yaml, so the public `usr validate` passes on both.
+    ensure_loop_namespaces(local_root, [step["kind"] for step in spec["steps"]])
+    shutil.copyfile(local_root / "registry.yaml", cluster / "registry.yaml")
     path = ws / "loop.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -261,6 +261,14 @@ def submit_loop(
         return result
 
     check_local_files(spec)
+    if spec.root.is_dir():
+        from usrbatch.steps.namespaces import ensure_loop_namespaces  # pyarrow: only when submitting
+
+        # Before the loop's first write: a namespace registered mid-loop would change the registry
+        # hash under the overlays already written (the public `validate` then refuses them).
+        added = ensure_loop_namespaces(spec.root, [step.kind for step in spec.steps])
+        if added:
+            emit(f"registered namespace(s) {', '.join(added)} in {spec.root / 'registry.yaml'}")
     with _locked(loop_dir):
         auditlog.configure(loop_dir / "audit.jsonl")
         auditlog.bind_context(

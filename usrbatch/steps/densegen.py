@@ -143,7 +143,7 @@ def run(
     from usrbatch.dataset.records import import_records
     from usrbatch.dataset.ref import open_dataset
     from usrbatch.dataset.schema import compute_id
-    from usrbatch.steps.namespaces import ensure_namespace
+    from usrbatch.steps.namespaces import ensure_step_namespace
 
     started = time.monotonic()
     ref = open_dataset(root, dataset).require()
@@ -154,13 +154,7 @@ def run(
         raise UsrError(
             f"dense-arrays found no solution for {len(library)} motifs in {length} nt within {time_limit}s"
         )
-    ensure_namespace(
-        ref.root,
-        NAMESPACE,
-        COLUMNS,
-        owner="densegen",
-        description="usrbatch built-in DenseGen (dense-arrays)",
-    )
+    ensure_step_namespace(ref.root, "densegen")  # normally done by the loop's set-up already
     imported = import_records(
         ref,
         [{"sequence": a.sequence} for a in arrays],

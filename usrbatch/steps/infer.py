@@ -80,13 +80,11 @@ def run(root: Path, dataset: str, *, overwrite: bool = False, chunk_size: int = 
     """Fit, score the rows that need it, write parts. Returns counts for the caller to print."""
     from usrbatch.dataset.overlays import read_dataset, write_overlay_part
     from usrbatch.dataset.ref import open_dataset
-    from usrbatch.steps.namespaces import ensure_namespace
+    from usrbatch.steps.namespaces import ensure_step_namespace
 
     started = time.monotonic()
     ref = open_dataset(root, dataset).require()
-    ensure_namespace(
-        ref.root, NAMESPACE, COLUMNS, owner="infer", description="usrbatch built-in k-mer Markov scores"
-    )
+    ensure_step_namespace(ref.root, "infer")  # normally done by the loop's set-up already
     table = read_dataset(ref, include_deleted=False)  # deleted (tombstoned) rows are not scored
     ids = table["id"].to_pylist()
     sequences = table["sequence"].to_pylist()
