@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,20 +93,35 @@ def ellipsize(text: str, width: int = MAX_COLWIDTH) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
+def _tzinfo(tz: str) -> dt.tzinfo:
+    """The tzinfo of an Arrow time zone; UTC when the zone is unknown here (no time-zone database):
+    the instant is still right, shown in UTC instead of a traceback."""
+    if tz == "UTC":
+        return dt.UTC
+    if m := re.fullmatch(r"([+-])(\d{2}):(\d{2})", tz):
+        offset = dt.timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        return dt.timezone(-offset if m.group(1) == "-" else offset)
+    try:
+        return zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
+
+
 def table_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """`table.to_pylist()`, except that top-level UTC timestamp columns become aware datetimes
-    without pyarrow's time-zone lookup, which imports pandas (~0.5 s, ~50 MB) on first use."""
-    utc = [f.name for f in table.schema if pa.types.is_timestamp(f.type) and f.type.tz == "UTC"]
+    """`table.to_pylist()`, except that top-level tz-aware timestamp columns become aware datetimes
+    without pyarrow's time-zone lookup, which imports pandas (~0.5 s, ~50 MB) on first use and
+    raises where the machine has no time-zone database."""
+    zones = {f.name: _tzinfo(f.type.tz) for f in table.schema if pa.types.is_timestamp(f.type) and f.type.tz}
     naive = table
-    for name in utc:
+    for name in zones:
         unit = pa.timestamp(table.schema.field(name).type.unit)
         column = pa.chunked_array([chunk.view(unit) for chunk in table[name].chunks], type=unit)
         naive = naive.set_column(naive.schema.get_field_index(name), name, column)
     rows = naive.to_pylist()
     for row in rows:
-        for name in utc:
+        for name, zone in zones.items():
             if row[name] is not None:
-                row[name] = row[name].replace(tzinfo=dt.UTC)
+                row[name] = row[name].replace(tzinfo=dt.UTC).astimezone(zone)
     return rows
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,30 @@ def parse_type(text: str) -> pa.DataType:
     raise _unsupported(text)
 
 
+_OFFSET = re.compile(r"^[+-](?:[01]\d|2[0-3]):[0-5]\d$")
+
+
+def check_timezones(dtype: pa.DataType, text: str) -> None:
+    """Every time zone in `dtype` (nested ones too) is UTC, an offset `+HH:MM`, or an IANA name
+    the time-zone database knows (the `tzdata` package ships one); SchemaError naming it otherwise.
+    Checked when a namespace is registered: `timestamp[us, tz=UTC]` would register, then fail
+    on the first read of a value."""
+    if pa.types.is_timestamp(dtype) and dtype.tz and dtype.tz != "UTC" and not _OFFSET.match(dtype.tz):
+        try:
+            zoneinfo.ZoneInfo(dtype.tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise SchemaError(
+                f"Unsupported registry type '{text}': time zone '{dtype.tz}' is not known.",
+                hint="Use UTC, an IANA name (Europe/Berlin, America/New_York) or an offset (+01:00), "
+                "e.g. timestamp[us, UTC].",
+            ) from exc
+    if pa.types.is_list(dtype) or pa.types.is_fixed_size_list(dtype) or pa.types.is_large_list(dtype):
+        check_timezones(dtype.value_type, text)
+    elif pa.types.is_struct(dtype):
+        for fld in dtype:
+            check_timezones(fld.type, text)
+
+
 def render_type(dtype: pa.DataType) -> str:
     """Render a pyarrow type in registry syntax (`timestamp[us, UTC]`; large_* map to plain)."""
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
@@ -208,7 +233,17 @@ def parse_columns_spec(text: str, namespace: str) -> list[ColumnSpec]:
             raise SchemaError(f"Invalid column spec '{raw}'. Use name:type.")
         columns.append(ColumnSpec(name.strip(), type_text.strip()))
     validate_columns(namespace, columns)
-    return columns
+    return [canonical_column(c) for c in columns]
+
+
+def canonical_column(column: ColumnSpec) -> ColumnSpec:
+    """The column with its type text in the one spelling the public tool's validate accepts
+    (`timestamp[us, UTC]`, `list<float64>`, `struct<a:int32,b:string>`): it compares an overlay's
+    Arrow type rendered that way with the registered text, character for character. Time zones
+    are checked (check_timezones)."""
+    dtype = parse_type(column.type)
+    check_timezones(dtype, column.type)
+    return ColumnSpec(column.name, render_type(dtype))
 
 
 def validate_columns(namespace: str, columns: list[ColumnSpec] | tuple[ColumnSpec, ...]) -> None:
@@ -369,7 +404,11 @@ def register_namespace(
     overwrite: bool = False,
 ) -> Path:
     """Add (or with overwrite replace) a namespace; the first registration adds `usr_state`."""
-    cols = parse_columns_spec(columns, namespace) if isinstance(columns, str) else list(columns)
+    cols = (
+        parse_columns_spec(columns, namespace)
+        if isinstance(columns, str)
+        else [canonical_column(c) for c in columns]
+    )
     existing = load_registry(root, required=False)
     namespaces = dict(existing.namespaces) if existing else {}
     namespaces.setdefault(USR_STATE, USR_STATE_SPEC)
