@@ -509,3 +509,17 @@ def test_non_utf8_and_genome_inputs_through_the_cli(populated) -> None:
     genome.write_text("sequence\n" + "ACGT" * 1_100_000 + "\n")
     code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(genome))
     assert code == 0, out
+
+
+def test_import_warns_naming_the_dropped_columns(cli, tmp_path: Path) -> None:
+    code, out = cli("init", "ns/q")
+    assert code == 0, out
+    seqs = tmp_path / "quickstart.csv"
+    seqs.write_text("sequence,some_other_value\nACGTACGT,1\nAAAACCCC,2\n")
+    code, out = cli("import", "ns/q", "--from", "csv", "--path", str(seqs))
+    assert code == 0, out
+    assert (
+        f"WARNING: {seqs}: dropped column(s) that are not base record columns: some_other_value "
+        "(attach them as an overlay with `usr attach`)." in out.splitlines()
+    )
+    assert "Imported 2 row(s) into ns/q (0 skipped)" in out

@@ -112,7 +112,14 @@ def test_import_strips_whitespace_and_reads_every_format(root: Path, tmp_path: P
         ("sequence\nACGT\n\nAAAA\n", None),
         ("sequence\nACGT\n  \n", r"a\.csv: 1 row\(s\) have an empty sequence \(rows: 2\)"),
         ('sequence\nACGT\n""\n', r"a\.csv: 1 row\(s\) have an empty sequence \(rows: 2\)"),
-        ("sequence,extra\nACGT,1\n", r"a\.csv has column\(s\) extra that are not base record columns"),
+        (
+            "Sequence,extra\nACGT,1\n",
+            r"a\.csv has a column 'Sequence' that looks like the core column 'sequence'",
+        ),
+        (
+            "sequence,Bio-Type\nACGT,dna\n",
+            r"a\.csv has a column 'Bio-Type' that looks like the core column 'bio_type'",
+        ),
         ("", r"Malformed CSV .*a\.csv: the file is empty"),
     ],
 )
@@ -311,3 +318,13 @@ def test_int_id_or_sequence_in_an_input_file_is_a_clear_error(
     with pytest.raises(SchemaError, match=r"drop the id column and let usr compute ids\.$"):
         import_records(dataset, ids)
     assert tree(dataset.root) == before
+
+
+def test_import_drops_non_base_columns_and_names_them(dataset: DatasetRef, tmp_path: Path) -> None:
+    """The public quickstart CSV has an extra column: the public `import` drops it; so do we."""
+    path = tmp_path / "quickstart.csv"
+    path.write_text("sequence,some_other_value,source\nTTTTGGGG,1.5,lab\nCCCCAAAA,2.5,lab\n")
+    before = pq.read_schema(dataset.records).names
+    result = import_records(dataset, path)
+    assert result.rows_written == 2 and result.dropped_columns == ("some_other_value",)
+    assert pq.read_schema(dataset.records).names == before

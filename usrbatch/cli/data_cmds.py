@@ -155,6 +155,11 @@ def import_cmd(
         source=source,
         skip_existing=skip_existing,
     )
+    if result.dropped_columns:
+        click.echo(
+            f"WARNING: {path}: dropped column(s) that are not base record columns: "
+            f"{', '.join(result.dropped_columns)} (attach them as an overlay with `usr attach`)."
+        )
     click.echo(
         f"Imported {result.rows_written} row(s) into {result.dataset.dataset_id} "
         f"({result.rows_skipped} skipped) from {path}."

@@ -47,6 +47,7 @@ class ImportResult:
     rows_incoming: int
     rows_written: int
     rows_skipped: int
+    dropped_columns: tuple[str, ...] = ()  # input columns that are not base columns (not imported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +251,26 @@ def _filled(table: pa.Table, name: str, default: str, origin: str) -> pa.Chunked
     return pc.if_else(pc.or_kleene(pc.is_null(column), pc.equal(column, "")), default, column)
 
 
+IMPORT_COLUMNS = ("sequence", "bio_type", "alphabet", "source", "id", "length", "created_at", "name")
+
+
+def base_columns_only(table: pa.Table, origin: str) -> tuple[pa.Table, tuple[str, ...]]:
+    """(the columns import reads, the names of the others), as the public `import` drops them.
+
+    A column that only differs from a core column by case, spaces or dashes (`Sequence`,
+    `bio type`) is refused instead: dropping it would silently lose what it means."""
+    core = {c.replace("_", ""): c for c in S.CORE_COLUMNS}
+    for name in table.column_names:
+        key = name.strip().lower().replace(" ", "").replace("-", "").replace("_", "")
+        if name not in IMPORT_COLUMNS and key in core:
+            raise SchemaError(
+                f"{origin} has a column '{name}' that looks like the core column '{core[key]}'. "
+                f"Rename it to '{core[key]}' (or remove it)."
+            )
+    dropped = tuple(c for c in table.column_names if c not in IMPORT_COLUMNS)
+    return (table.drop_columns(list(dropped)) if dropped else table), dropped
+
+
 def prepare_records(
     table: pa.Table,
     *,
@@ -264,8 +285,7 @@ def prepare_records(
     `sequence`, empty sequences, unknown bio_type/alphabet, symbols outside the alphabet, an `id`
     that is not sha1(bio_type|sequence), duplicate ids and unexpected columns.
     """
-    allowed = {"sequence", "bio_type", "alphabet", "source", "id", "length", "created_at", "name"}
-    extra = [c for c in table.column_names if c not in allowed]
+    extra = [c for c in table.column_names if c not in IMPORT_COLUMNS]
     if extra:
         raise SchemaError(
             f"{origin} has column(s) {', '.join(extra)} that are not base record columns "
@@ -382,6 +402,7 @@ def import_records(
         origin = "input rows"
         table = _as_table(data)
         args = {"path": None, "format": "arrow"}
+    table, dropped = base_columns_only(table, origin)
     prepared = prepare_records(table, origin=origin, bio_type=bio_type, alphabet=alphabet, source=source)
     registry = load_registry(ref.root, required=True)
     assert registry is not None
@@ -420,4 +441,4 @@ def import_records(
             dataset_name=ref.dataset_id,
             registry_hash=registry.hash,
         )
-    return ImportResult(ref, table.num_rows, fresh.num_rows, int(n_present))
+    return ImportResult(ref, table.num_rows, fresh.num_rows, int(n_present), dropped)
