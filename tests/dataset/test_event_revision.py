@@ -224,3 +224,12 @@ def test_pull_refusals_count_the_events_each_side_lacks(tmp_path, staged, kind, 
     assert str(info.value) == "Remote event log does not extend the local event history"
     assert info.value.kind == kind
     assert info.value.advice("ds", "r").startswith(hint)
+
+
+def test_a_partial_last_record_names_the_truncate_fix(tmp_path):
+    complete = line("a") + line("b")
+    path = write(tmp_path / "l.log", complete + b'{"act')
+    with pytest.raises(VerificationError) as info:
+        capture_validated_revision(path)
+    assert str(info.value) == "Event log ends with a partial JSONL record"  # the public text
+    assert f"`truncate -s {len(complete)} {path}`" in (info.value.hint or "")

@@ -91,7 +91,9 @@ def _held(directory: Path, target=_hold) -> Iterator[tuple[mp.Process, object]]:
         proc.join(30)
 
 
-def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
+def test_timeout_names_the_recorded_holder_and_the_fix(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     with _held(tmp_path) as (proc, _release):
         holder = lock_holder(tmp_path / ".usr.lock")
         assert holder is not None and holder.pid == proc.pid
@@ -99,6 +101,10 @@ def test_timeout_names_the_recorded_holder_and_the_fix(tmp_path: Path) -> None:
         with pytest.raises(LockTimeoutError) as info, dataset_lock(tmp_path, timeout=0.1):
             pass
         assert f"It is held by pid {proc.pid} on host {socket.gethostname()}" in info.value.message
+        waiting = capfd.readouterr().err
+        assert (
+            f"usr: waiting for the dataset lock {tmp_path / '.usr.lock'} (up to 0.1 s). It is held" in waiting
+        )
         assert " since 20" in info.value.message
         assert f"kill {proc.pid}" in (info.value.hint or "")
     assert (tmp_path / ".usr.lock").read_bytes() == b""  # the record goes with the lock

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,13 @@ def capture_validated_revision(path: Path) -> EventRevision:
                 pending.clear()
                 start = nl + 1
         if pending:
-            raise VerificationError("Event log ends with a partial JSONL record")
+            keep = size - len(pending)
+            raise VerificationError(
+                "Event log ends with a partial JSONL record",
+                hint=f"{path} has {len(pending)} byte(s) after its last complete line (a write was cut "
+                f"off). Look at them with `tail -c {len(pending)} {shlex.quote(str(path))}`, cut them off "
+                f"with `truncate -s {keep} {shlex.quote(str(path))}`, then retry.",
+            )
         after = os.fstat(fh.fileno())
         try:
             named = os.lstat(path)

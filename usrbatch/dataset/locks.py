@@ -192,9 +192,10 @@ def _try_flock(fd: int) -> bool:
 def _flock(fd: int, path: Path, timeout: float | None, what: str) -> None:
     if _try_flock(fd):
         return
+    held_by, _hint = _holder_text(path)
+    limit = "" if timeout is None else f" (up to {timeout:g} s)"
+    print(printable(f"usr: waiting for the {what} {path}{limit}.{held_by}"), file=sys.stderr, flush=True)
     if timeout is None:
-        held_by, _hint = _holder_text(path)
-        print(printable(f"usr: waiting for the {what} {path}.{held_by}"), file=sys.stderr, flush=True)
         fcntl.flock(fd, fcntl.LOCK_EX)
         return
     deadline = time.monotonic() + max(0.0, timeout)
@@ -224,7 +225,7 @@ def _reentrant(key: str) -> Iterator[bool]:
 def dataset_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iterator[Path]:
     """Hold the exclusive dataset write lock `<dataset>/.usr.lock` (blocking; optional timeout).
 
-    A wait prints one line to stderr naming the holder. Raises DatasetError if the dataset
+    A wait prints one line to stderr naming the holder (with or without a timeout). Raises DatasetError if the dataset
     directory does not exist or the lock file cannot be opened, LockTimeoutError on timeout
     (naming the holder and what to do).
     """
