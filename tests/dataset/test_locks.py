@@ -8,10 +8,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
-from usrbatch.dataset.locks import LockTimeoutError, dataset_lock, event_lock, lock_holder
+from usrbatch.dataset.locks import LockHolder, LockTimeoutError, dataset_lock, event_lock, lock_holder
 from usrbatch.errors import DatasetError
 
 
@@ -108,6 +109,10 @@ def test_timeout_names_the_recorded_holder_and_the_fix(
         assert " since 20" in info.value.message
         assert f"kill {proc.pid}" in (info.value.hint or "")
     assert (tmp_path / ".usr.lock").read_bytes() == b""  # the record goes with the lock
+    before = (tmp_path / ".usr.lock").stat().st_mtime_ns
+    with dataset_lock(tmp_path):
+        assert lock_holder(tmp_path / ".usr.lock") == LockHolder(os.getpid(), socket.gethostname(), ANY, ANY)
+    assert (tmp_path / ".usr.lock").stat().st_mtime_ns == before  # and the file looks untouched
     assert lock_holder(tmp_path / ".usr.lock") is None
 
 

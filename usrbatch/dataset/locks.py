@@ -90,15 +90,23 @@ def _holder_record() -> bytes:
     return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
 
 
-def _record_holder(fd: int) -> None:
+def _record_holder(fd: int) -> tuple[int, int] | None:
+    """Write the holder record; returns the file's (atime, mtime) in ns to restore on release."""
     with contextlib.suppress(OSError):  # a read-only lock file still locks; the record is a courtesy
+        st = os.fstat(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder_record(), 0)
+        return st.st_atime_ns, st.st_mtime_ns
+    return None
 
 
-def _clear_holder(fd: int) -> None:
+def _clear_holder(fd: int, times: tuple[int, int] | None) -> None:
+    """Empty the lock file and give back its times: after release it looks untouched."""
+    if times is None:
+        return
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)
+        os.utime(fd, ns=times)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -241,13 +249,13 @@ def dataset_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> It
         fd = open_lock_file(path, os.O_RDWR)
         try:
             _flock(fd, path, timeout, "dataset lock")
-            _record_holder(fd)
+            times = _record_holder(fd)
             _counts()[key] = 1
             try:
                 yield path
             finally:
                 _counts().pop(key, None)
-                _clear_holder(fd)
+                _clear_holder(fd, times)
         finally:
             os.close(fd)  # closing the descriptor releases the flock
 
@@ -296,12 +304,12 @@ def event_lock(dataset_dir: Path | str, *, timeout: float | None = None) -> Iter
                 before.st_ino != after.st_ino
             ):
                 raise EventLogError(f"Event lock was replaced while locking: {path}. Retry.")
-            _record_holder(fd)
+            times = _record_holder(fd)
             _counts()[key] = 1
             try:
                 yield path
             finally:
                 _counts().pop(key, None)
-                _clear_holder(fd)
+                _clear_holder(fd, times)
         finally:
             os.close(fd)
