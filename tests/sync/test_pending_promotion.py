@@ -26,8 +26,9 @@ from usrbatch.transport.local import LocalTransport
 
 DS = "ns/demo"
 
-# The real `usr pull` entry point, SIGKILLed when it is about to rename the staged file named
-# argv[1] into the dataset: no finally, no cleanup, as under kill -9, qdel/scancel or a walltime.
+# The real `usr pull` entry point, SIGKILLed when it is about to rename a staged file (or the
+# journal's temp) whose name contains argv[1]: no finally, no cleanup, as under kill -9,
+# qdel/scancel or a walltime.
 KILL_AT_RENAME = """
 import os, signal, sys
 from pathlib import Path
@@ -38,7 +39,7 @@ victim = sys.argv[1]
 real = os.replace
 
 def replace(src, dst, *a, **kw):
-    if ".usr-pull-" in str(src) and Path(src).name == victim:
+    if ".usr-pull-" in str(src) and victim in Path(src).name:
         os.kill(os.getpid(), signal.SIGKILL)
     return real(src, dst, *a, **kw)
 
@@ -186,6 +187,25 @@ def test_init_refuses_over_an_interrupted_bootstrap_pull(tmp_path, capsys):
 def test_a_pull_without_interruption_leaves_nothing_pending(env):
     code, out = env.usr("pull", DS, "lab", "-y")
     assert code == 0, out
+    assert env.leftovers() == []
+    code, out = env.usr("validate", DS)
+    assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        ".promotion.json",  # while the journal is committed: nothing promoted, nothing pending
+        "records-",  # the new snapshot: the first rename
+        "records.parquet",
+        ".events.log",  # the last rename
+    ],
+)
+def test_a_pull_killed_at_any_promotion_point_converges_on_the_next_pull(env, at):
+    env.killed_pull(at=at)
+    code, out = env.usr("pull", DS, "lab", "-y")
+    assert code == 0, out
+    assert tree(env.local / DS) == tree(env.remote / DS)
     assert env.leftovers() == []
     code, out = env.usr("validate", DS)
     assert code == 0, out

@@ -451,10 +451,13 @@ def roll_forward(staging: Path, dataset_dir: Path) -> tuple[int, int]:
     if changed:
         raise _refuse_conflict(journal, changed)
     installed = deleted = 0
+    touched = {dest}
     for entry in journal.install:
         src = _checked_path(staging, entry.path)
         if os.path.lexists(src):
-            os.replace(src, _checked_path(dest, entry.path, create_parents=True))
+            dst = _checked_path(dest, entry.path, create_parents=True)
+            os.replace(src, dst)
+            touched.add(dst.parent)
             installed += 1
     for entry in journal.delete:
         path = _checked_path(dest, entry.path)
@@ -465,8 +468,10 @@ def roll_forward(staging: Path, dataset_dir: Path) -> tuple[int, int]:
             pass
         except IsADirectoryError:
             continue
+        touched.add(path.parent)
         _prune_empty(path.parent, dest)
-    fsync_dir(dest)
+    for directory in sorted(touched, key=lambda d: len(d.parts), reverse=True):
+        fsync_dir(directory)  # every rename durable before the journal goes
     journal.file.unlink(missing_ok=True)
     fsync_dir(journal.file.parent)
     remove_staging(staging)
