@@ -121,7 +121,7 @@ def finish_hint(pending: PendingPromotion) -> str:
     return (
         f"Run `usr pull {pending.dataset_id} REMOTE` with the remote the interrupted pull used{where}: "
         "it completes the promotion from the local staging copy before anything else. To abandon it "
-        f"instead, remove `rm -r {paths}` and pull again (the files already promoted stay as the "
+        f"instead, run `rm -r {paths}` and pull again (the files already promoted stay as the "
         "remote had them; the next pull brings the rest)."
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import stat
 import tempfile
@@ -425,15 +426,16 @@ class PromotionConflict(VerificationError):
 
 def _refuse_conflict(journal: Journal, changed: list[str]) -> PromotionConflict:
     ds = journal.dataset_id or journal.dataset_dir.name
+    paths = " ".join(shlex.quote(str(p)) for p in (journal.staging, journal.file))
     return PromotionConflict(
         f"Interrupted pull promotion of '{ds}' cannot be completed: the local dataset changed after "
         f"the promotion was journaled ({', '.join(changed[:10])}); completing it would discard those "
         "local changes. Nothing was changed.",
         hint=(
-            "To keep the local changes, abandon the promotion: remove "
-            f"{journal.staging} and {journal.file}; then `usr diff {ds} REMOTE` shows how the sides "
-            "differ, and pull/push refuse a diverged event history as usual. To take the remote's "
-            "copy instead, move the changed files aside first, then pull again."
+            f"To keep the local changes, abandon the promotion with `rm -r {paths}`; then "
+            f"`usr diff {ds} REMOTE` shows how the sides differ, and pull/push refuse a diverged "
+            "event history as usual. To take the remote's copy instead, abandon it the same way, "
+            f"move {journal.dataset_dir} aside and pull again."
         ),
     )
 
