@@ -523,3 +523,22 @@ def test_import_warns_naming_the_dropped_columns(cli, tmp_path: Path) -> None:
         "(attach them as an overlay with `usr attach`)." in out.splitlines()
     )
     assert "Imported 2 row(s) into ns/q (0 skipped)" in out
+
+
+def test_head_warnings_and_success_lines_escape_input_control_bytes(populated) -> None:
+    cli, _root, tmp = populated
+    code, out = cli("namespace", "register", "lab", "--columns", "lab__note:string")
+    assert code == 0, out
+    notes = tmp / "notes.csv"
+    notes.write_bytes(b"sequence,note\nACGTACGT,red\x1b[31malert\n")
+    code, out = cli("attach", "ns/demo", "--path", str(notes), "--namespace", "lab", "--key", "sequence")
+    assert code == 0, out
+    code, out = cli("head", "ns/demo", "--columns", "id,lab__note")
+    assert code == 0 and "\x1b" not in out
+    assert "red\\x1b[31malert" in out
+    extra = tmp / "extra\x07.csv"
+    extra.write_bytes(b"sequence,odd\x1bcol\nTTTTGGGG,1\n")
+    code, out = cli("import", "ns/demo", "--from", "csv", "--path", str(extra))
+    assert code == 0, out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "odd\\x1bcol" in out and "extra\\x07.csv" in out

@@ -34,6 +34,11 @@ from usrbatch.errors import DatasetError, EventLogError, UsrError
 from usrbatch.terminal import printable
 
 
+def _say(text: str) -> None:
+    """Echo one line that quotes input (paths, column names, ids): control characters escaped."""
+    click.echo(printable(text))
+
+
 def _csv_list(value: str | None) -> list[str] | None:
     if not value:
         return None
@@ -65,7 +70,7 @@ def namespace_register(
     path = register_namespace(
         usr.root, namespace, columns, owner=owner, description=description, overwrite=overwrite
     )
-    click.echo(f"Registered namespace '{namespace}' in {path}.")
+    _say(f"Registered namespace '{namespace}' in {path}.")
 
 
 @namespace_group.command("list")
@@ -75,7 +80,7 @@ def namespace_list(usr: UsrContext) -> None:
     registry = load_registry(usr.root, required=True)
     assert registry is not None
     for name, spec in sorted(registry.namespaces.items()):
-        click.echo(f"{name}: {', '.join(c.name for c in spec.columns)}")
+        _say(f"{name}: {', '.join(c.name for c in spec.columns)}")
 
 
 @namespace_group.command("show")
@@ -86,12 +91,12 @@ def namespace_show(usr: UsrContext, namespace: str) -> None:
     registry = load_registry(usr.root, required=True)
     assert registry is not None
     spec = registry.require(namespace)
-    click.echo(f"name: {spec.name}")
-    click.echo(f"owner: {spec.owner or ''}")
-    click.echo(f"description: {spec.description or ''}")
+    _say(f"name: {spec.name}")
+    _say(f"owner: {spec.owner or ''}")
+    _say(f"description: {spec.description or ''}")
     click.echo("columns:")
     for column in spec.columns:
-        click.echo(f"  - {column.name}: {column.type}")
+        _say(f"  - {column.name}: {column.type}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,11 +112,11 @@ def init_cmd(usr: UsrContext, dataset: str, source: str, notes: str) -> None:
     """Create DATASET (flat `name` or `namespace/name`) under the root."""
     result = init_dataset(usr.root, dataset, source=source, notes=notes)
     if result.registry_created:
-        click.echo(
+        _say(
             f"Created {result.registry_path} with the reserved 'usr_state' namespace "
             "(register more with `usr namespace register`)."
         )
-    click.echo(f"Initialized dataset '{result.dataset.dataset_id}' at {result.dataset.dir}.")
+    _say(f"Initialized dataset '{result.dataset.dataset_id}' at {result.dataset.dir}.")
 
 
 @click.command("import")
@@ -156,11 +161,11 @@ def import_cmd(
         skip_existing=skip_existing,
     )
     if result.dropped_columns:
-        click.echo(
+        _say(
             f"WARNING: {path}: dropped column(s) that are not base record columns: "
             f"{', '.join(result.dropped_columns)} (attach them as an overlay with `usr attach`)."
         )
-    click.echo(
+    _say(
         f"Imported {result.rows_written} row(s) into {result.dataset.dataset_id} "
         f"({result.rows_skipped} skipped) from {path}."
     )
@@ -206,7 +211,7 @@ def attach_cmd(
         parse_json=parse_json,
         command=note or shlex.join(["usr", *sys.argv[1:]]),
     )
-    click.echo(
+    _say(
         f"Attached {result.rows_matched} matched row(s) of {namespace} columns into "
         f"{result.dataset.dataset_id} (input file: {path})"
     )
@@ -269,9 +274,9 @@ def head_cmd(
                     str(value) if raw else format_cell(value, precision=precision, max_items=max_list_items)
                 )
             )
-            cells.append(ellipsize(text, max_colwidth))
+            cells.append(ellipsize(printable(text), max_colwidth))  # cells come from input files
         rows.append(cells)
-    click.echo(render_table(names, rows))
+    click.echo(render_table([printable(n) for n in names], rows))
 
 
 def _size(n: int) -> str:
@@ -292,16 +297,16 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(dataclasses.asdict(info), indent=2))
         return
-    click.echo(f"dataset: {info.dataset_id}")
-    click.echo(f"path: {info.path}")
-    click.echo(f"rows: {info.rows}")
-    click.echo(f"columns: {', '.join(info.base_columns + info.overlay_columns)}")
+    _say(f"dataset: {info.dataset_id}")
+    _say(f"path: {info.path}")
+    _say(f"rows: {info.rows}")
+    _say(f"columns: {', '.join(info.base_columns + info.overlay_columns)}")
     click.echo("overlays:" + ("" if info.overlays else " none"))
     for overlay in info.overlays:
         kind = ("compact" if overlay.compact else "") + (
             f"{' + ' if overlay.compact else ''}{overlay.parts} part(s)" if overlay.parts else ""
         )
-        click.echo(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
+        _say(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
     click.echo(f"size: {_size(info.size_bytes)} ({info.size_bytes} bytes)")
     click.echo(f"events: {info.events}")
 
@@ -332,7 +337,7 @@ def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str
             + (" (warnings count under --strict)" if strict and report.warnings else "")
             + ". Fix the problems listed above."
         )
-    click.echo(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
+    _say(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
 
 
 @click.command("ls")
@@ -386,10 +391,10 @@ def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -
             "names it. `--format raw` prints the lines as stored.",
         ) from exc
     for text in rendered:
-        click.echo(text)
+        click.echo(printable(text))  # json is ASCII already; raw lines are shown as stored, escaped
     if follow:
         for line in ev.follow_lines(ref.dir):
-            click.echo(ev.render_line(line, fmt))
+            click.echo(printable(ev.render_line(line, fmt)))
 
 
 def register(group: click.Group) -> None:
