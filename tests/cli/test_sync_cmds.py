@@ -368,3 +368,15 @@ def test_progress_bar_only_on_a_tty(monkeypatch):
     on_bytes("a", 2048)
     text = tty.getvalue()
     assert "4KB/4KB" in text and "/s" in text and "ETA" in text and text.endswith("\n")
+
+
+def test_remote_file_names_with_escape_bytes_are_printed_escaped(env, capsys, monkeypatch):
+    remote = make_dataset(env["remote"], DS)
+    run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y")
+    (remote / "_derived").mkdir(exist_ok=True)
+    (remote / "_derived" / "evil\x1b[2J.parquet").write_bytes(b"x")
+    (remote / "notes\x1b[2J.txt").write_bytes(b"x")
+    code, out, err = run(env, capsys, monkeypatch, "diff", DS, "hpc")
+    assert code == 0 and "\x1b" not in out + err
+    code, out, err = run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y")
+    assert "\x1b" not in out + err

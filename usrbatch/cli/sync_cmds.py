@@ -27,6 +27,7 @@ from usrbatch.sync.options import SyncOptions, resolve_flag_policy
 from usrbatch.sync.plan import DiffSummary
 from usrbatch.sync.targets import is_file_mode, resolve_dataset_target, strict_bootstrap_enabled
 from usrbatch.sync.verify import VERIFY_MODES
+from usrbatch.terminal import printable
 from usrbatch.transport.base import ProgressFn, Transport
 
 PROMPT = "[Enter = Yes / n = No] : "
@@ -99,12 +100,12 @@ def reject_dataset_only_flags(kw: dict) -> None:
 
 def echo_lines(lines: list[str]) -> None:
     for line in lines:
-        click.echo(line)
+        click.echo(printable(line))  # file names come from the remote: no terminal escapes
 
 
 def echo_notes(summary: DiffSummary) -> None:
     for note in summary.verify_notes:
-        click.echo(f"WARNING: {note}")
+        click.echo(f"WARNING: {printable(note)}")
 
 
 def confirm_overwrite() -> None:
