@@ -221,3 +221,18 @@ def test_validate_refuses_overlays_without_stamps_or_stamped_by_another_registry
     pq.write_table(pa.table({"id": [ids[1]], "infer__ll": [2.0]}), derived / "infer.parquet")
     errors = validate_dataset(dataset, registry_mode="frozen").errors
     assert errors == [f"Overlay missing required metadata key: {derived / 'infer.parquet'}"]
+
+
+def test_validate_refuses_records_columns_that_are_not_namespaced(dataset: DatasetRef) -> None:
+    table = pq.read_table(dataset.records)
+    _rewrite_records(dataset, table.append_column("score", pa.array([1.0] * table.num_rows)))
+    errors = validate_dataset(dataset).errors
+    assert errors == ["Derived columns must be namespaced as '<tool>__<field>'. Offending columns: score"]
+    _rewrite_records(dataset, table.append_column("infer__ll", pa.array([1.0] * table.num_rows)))
+    assert validate_dataset(dataset).errors == [] and validate_dataset(dataset, strict=True).errors == []
+    _rewrite_records(dataset, table.append_column("infer__ll", pa.array(["x"] * table.num_rows)))
+    assert validate_dataset(dataset).errors == []  # materialized columns: checked under --strict only
+    assert validate_dataset(dataset, strict=True).errors == [
+        "Materialized base columns failed strict registry validation. current: "
+        "Overlay column 'infer__ll' type mismatch: expected float64, got string."
+    ]

@@ -198,3 +198,20 @@ def test_our_sequence_keyed_attach_writes_the_public_overlay_form(tmp_path, caps
     assert ours["sequence"].to_pylist() == [seqs[0].strip(), seqs[1].strip()]  # stored trimmed
     code, out = run(root, capsys, "head", "flat1", "-n", "2", "--columns", "mock__tag")
     assert code == 0 and out.split()[-1] == "b" and "a" in out.split(), out
+
+
+@pytest.mark.parametrize("root_name", ["root", "root_bad"])
+def test_strict_checks_the_materialized_columns_against_the_mode_registry(roots, capsys, root_name):
+    """`materialize` folded mock__score/mock__tag into records.parquet; --strict checks them (and,
+    outside the namespace modes, records.parquet's stamp) against the registry of the mode."""
+    for mode in MODES:
+        code, out = run(
+            roots[root_name], capsys, "validate", "densegen/materialized", "--strict", "--registry-mode", mode
+        )
+        stale = root_name == "root_bad" and mode == "current"  # stamped before `later` was registered
+        assert (code == 2) is stale, (mode, out)
+        if stale:
+            assert (
+                "Materialized base columns failed strict registry validation. current: records.parquet registry_hash mismatch"
+                in out
+            )

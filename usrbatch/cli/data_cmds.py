@@ -313,7 +313,11 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
 
 @click.command("validate")
 @click.argument("dataset")
-@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Treat warnings as errors; check materialized columns against the registry (as the public tool).",
+)
 @click.option(
     "--registry-mode",
     type=click.Choice(REGISTRY_MODES, case_sensitive=False),
@@ -325,7 +329,7 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
 @pass_usr
 def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str) -> None:
     """Check DATASET: schema, metadata, ids, overlays and the event log."""
-    report = validate_dataset(open_dataset(usr.root, dataset), registry_mode=registry_mode)
+    report = validate_dataset(open_dataset(usr.root, dataset), registry_mode=registry_mode, strict=strict)
     for warning in report.warnings:
         click.echo(f"WARNING: {printable(warning)}")
     problems = report.errors + (report.warnings if strict else [])

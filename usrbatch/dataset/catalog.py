@@ -30,9 +30,10 @@ from usrbatch.dataset.overlays import (
 )
 from usrbatch.dataset.pending import pending_problems
 from usrbatch.dataset.ref import DatasetRef
-from usrbatch.dataset.registry import load_registry, render_type
+from usrbatch.dataset.registry import render_type
 from usrbatch.dataset.registry_modes import (
     DEFAULT_REGISTRY_MODE,
+    check_materialized_columns,
     check_overlay_registry,
     normalize_registry_mode,
 )
@@ -290,12 +291,14 @@ def _check_overlay_rows(source: OverlaySource, rel: str, report: ValidationRepor
         )
 
 
-def validate_dataset(ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE) -> ValidationReport:
+def validate_dataset(
+    ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE, *, strict: bool = False
+) -> ValidationReport:
     """Check records schema + metadata, rows (sha1 ids, unique, alphabets, lengths), overlays
     (stamps and columns against the registry `registry_mode` picks, as the public tool does; the
     tombstone schema; key column; no repeated keys) and the event log.
-    Streams every parquet file: memory stays O(batch) plus 8 bytes per id.
-    SchemaError for an unknown `registry_mode`."""
+    Streams every parquet file: memory stays O(batch) plus 8 bytes per id. `strict` adds the public
+    `--strict` check of materialized base columns. SchemaError for an unknown `registry_mode`."""
     registry_mode = normalize_registry_mode(registry_mode)
     ref.require(readable=False)
     report = ValidationReport(ref.dataset_id)
@@ -312,19 +315,16 @@ def validate_dataset(ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE
             report.errors.append(
                 f"records.parquet: column '{fld.name}' is {schema.field(fld.name).type}, expected {fld.type}."
             )
+    loose = [c for c in schema.names if c not in S.CORE_COLUMNS and ("__" not in c or c.startswith("__"))]
+    if loose:  # the public tool's rule for columns beyond the core ones (materialized overlays)
+        report.errors.append(
+            "Derived columns must be namespaced as '<tool>__<field>'. "
+            f"Offending columns: {', '.join(sorted(loose))}"
+        )
     meta = S.read_metadata(schema)
     for key in (S.META_SCHEMA_VERSION, S.META_DATASET_CREATED_AT, S.META_ID_HASH):
         if key not in meta:
             report.warnings.append(f"records.parquet: metadata key '{key}' is missing.")
-    registry = None
-    try:
-        registry = load_registry(ref.root, required=True)
-    except UsrError as exc:  # an error only where the registry mode needs it (below)
-        report.warnings.append(str(exc))
-    if registry is not None and meta.get(S.META_REGISTRY_HASH) not in (None, registry.hash):
-        report.warnings.append(
-            "records.parquet: usr:registry_hash differs from the current registry (it is re-stamped on the next mutation)."
-        )
     if not report.errors:
         _check_records(ref, report)
     try:
@@ -333,6 +333,8 @@ def validate_dataset(ref: DatasetRef, registry_mode: str = DEFAULT_REGISTRY_MODE
         report.errors.append(str(exc))
         overlays = {}
     report.errors.extend(check_overlay_registry(ref, overlays, registry_mode).errors)
+    if strict:
+        report.errors.extend(check_materialized_columns(ref, schema, registry_mode))
     for namespace, sources in sorted(overlays.items()):
         for source in sources:
             rel = source.path.relative_to(ref.dir).as_posix()

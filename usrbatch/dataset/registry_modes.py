@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
@@ -184,3 +185,70 @@ def check_overlay_registry(
         mode,
         tuple([f"current registry: {e}" for e in current] + [f"frozen registry: {e}" for e in frozen]),
     )
+
+
+def _materialized_errors(
+    registry: Registry, columns: dict[str, list[str]], types: dict[str, str]
+) -> list[str]:
+    errors = []
+    for namespace, names in sorted(columns.items()):
+        spec = registry.namespaces.get(namespace)
+        if spec is None:
+            errors.append(
+                f"Namespace '{namespace}' is not registered. Register it with `usr namespace register ...`."
+            )
+            continue
+        for name in names:
+            registered = spec.column(name)
+            if registered is None:
+                errors.append(f"Overlay column '{name}' not registered under namespace '{namespace}'.")
+            elif types[name] != registered.type:
+                errors.append(
+                    f"Overlay column '{name}' type mismatch: expected {registered.type}, got {types[name]}."
+                )
+    return errors
+
+
+def check_materialized_columns(
+    ref: DatasetRef, schema: pa.Schema, mode: str = DEFAULT_REGISTRY_MODE
+) -> tuple[str, ...]:
+    """The public `validate --strict`: namespaced columns folded into records.parquet (`materialize`)
+    must be registered with the exact type text in the mode's registry; in `current`, `frozen`
+    and `either` records.parquet's `usr:registry_hash` must also be that registry's hash.
+    Returns the problems (one line, as the public tool words it), empty when it passes."""
+    mode = normalize_registry_mode(mode)
+    columns: dict[str, list[str]] = {}
+    types: dict[str, str] = {}
+    for fld in schema:
+        if fld.name in S.CORE_COLUMNS or "__" not in fld.name:
+            continue
+        namespace = fld.name.split("__", 1)[0]
+        if namespace in RESERVED_NAMESPACES:
+            continue
+        columns.setdefault(namespace, []).append(fld.name)
+        try:
+            types[fld.name] = render_type(fld.type)
+        except UsrError:
+            types[fld.name] = str(fld.type)
+    if not columns:
+        return ()
+    which = mode.removeprefix("namespace-")
+    check_hash = not mode.startswith("namespace-")
+    stamp = S.read_metadata(schema).get(S.META_REGISTRY_HASH)
+    failures: list[str] = []
+    for label in ("current", "frozen") if which == "either" else (which,):
+        try:
+            registry = _registry_for(ref, label)
+        except UsrError as exc:
+            failures.append(f"{label}: {exc}")
+            continue
+        errors = []
+        if check_hash and stamp is None:
+            errors.append("records.parquet missing registry_hash metadata.")
+        elif check_hash and stamp != registry.hash:
+            errors.append(f"records.parquet registry_hash mismatch: expected {registry.hash}, got {stamp}.")
+        errors.extend(_materialized_errors(registry, columns, types))
+        if not errors:
+            return ()
+        failures.append(f"{label}: {' '.join(errors)}")
+    return ("Materialized base columns failed strict registry validation. " + " | ".join(failures),)
