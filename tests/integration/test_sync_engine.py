@@ -220,3 +220,25 @@ def test_push_resumes_a_dead_pushs_partial_temp_and_removes_stale_temps(sides):
     assert sides.transport.stats.bytes_up - before == 2 * 1024 * 1024  # only the missing tail travelled
     assert tree(remote) == tree(local)
     assert [p for p in remote.rglob("*") if p.name.startswith(".usrbatch-tmp-")] == []
+
+
+def test_reserved_remote_name_is_refused_over_the_sh_fallback_too(sides, sshd_server):
+    """A remote without python3 is inventoried by the POSIX sh fallback: the engine refuses a
+    planted control-file name all the same (the check is on the engine side, not the agent's)."""
+    from usrbatch.errors import TransferError
+
+    ds = "densegen/demo"
+    make_dataset(sides.remote_root, ds)
+    (sides.remote_root / ds / ".usr-promotion.json").write_text("{}")
+    remote = RemoteConfig(
+        name="hpc", type="ssh", host=sshd_server.alias, user=sshd_server.user, base_dir=str(sides.remote_root)
+    )
+    sh = open_transport(remote, ssh_config_path=sshd_server.ssh_config, force_sh=True)
+    try:
+        with pytest.raises(TransferError, match=r"'\.usr-promotion\.json' .*reserved for usrbatch"):
+            engine.plan_diff(sides.local_root, ds, sh)
+        with pytest.raises(TransferError, match="reserved for usrbatch"):
+            engine.pull(sides.local_root, ds, sh)
+    finally:
+        sh.close()
+    assert not (sides.local_root / ds).exists()
