@@ -453,3 +453,12 @@ def test_public_error_messages(fm: FileSides, tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as info:
         _resolve(fm, fm.local_repo / "folder.parquet")
     assert info.value.message == "FILE mode: pass a file path, not a directory."
+
+
+def test_push_keeps_the_local_mtime(fm: FileSides) -> None:
+    """FILE mode as rsync -t: the remote copy gets the local file's mtime (ns), local or ssh."""
+    local, remote = fm.local_repo / REL, fm.remote_repo / REL
+    write_table(local, 3)
+    os.utime(local, ns=(1_767_225_600_123_456_789, 1_767_225_600_123_456_789))
+    assert run(fm, "push", local).transfer_state == "TRANSFERRED"
+    assert remote.stat().st_mtime_ns == 1_767_225_600_123_456_789
