@@ -5,6 +5,7 @@ Shared by tests/sync, tests/cli/test_sync_cmds.py and tests/integration/test_syn
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -15,16 +16,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usrbatch.dataset.layout import is_runtime
+from usrbatch.dataset.schema import CORE_SCHEMA
 
 
 def write_records(path: Path, n: int, *, tag: str = "a") -> None:
+    """A records.parquet with the core schema (sync refuses anything else as a primary)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sequences = ["ACGT" * (i + 1) for i in range(n)]
     table = pa.table(
         {
             "id": [f"{tag}{i}" for i in range(n)],
-            "sequence": ["ACGT" * (i + 1) for i in range(n)],
             "bio_type": ["dna"] * n,
-        }
+            "sequence": sequences,
+            "alphabet": ["dna_4"] * n,
+            "length": [len(s) for s in sequences],
+            "source": [f"test-{tag}"] * n,
+            "created_at": [datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)] * n,
+        },
+        schema=CORE_SCHEMA,
     )
     pq.write_table(table, path)
 

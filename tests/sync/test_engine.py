@@ -251,7 +251,7 @@ def test_verify_parquet_mode_reports_shapes(sides):
     res = engine.pull(sides.local_root, DS, sides.transport, SyncOptions(verify="parquet"))
     assert res.summary.verify_mode == "parquet"
     assert res.summary.primary_remote.rows == 4
-    assert res.summary.primary_remote.cols == 3
+    assert res.summary.primary_remote.cols == 7  # the core columns
     both_equal(sides)
 
 

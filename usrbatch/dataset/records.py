@@ -54,8 +54,9 @@ class ImportResult:
 # Snapshots and rewrites
 
 
-def snapshot_records(dataset_dir: Path) -> Path:
-    """Copy records.parquet to `_snapshots/records-<%Y%m%dT%H%M%S%f UTC>.parquet`; keep the newest 5."""
+def snapshot_records(dataset_dir: Path, *, keep: int | None = SNAPSHOT_KEEP_N) -> Path:
+    """Copy records.parquet to `_snapshots/records-<%Y%m%dT%H%M%S%f UTC>.parquet`; keep the newest
+    `keep` (None: prune nothing, as sync does: its snapshot names must stay those both sides hold)."""
     directory = Path(dataset_dir)
     snap_dir = directory / SNAPSHOTS_DIR
     snap_dir.mkdir(exist_ok=True)
@@ -66,9 +67,10 @@ def snapshot_records(dataset_dir: Path) -> Path:
             break
         time.sleep(0.000_01)
     atomic_copy(directory / "records.parquet", target)
-    names = sorted(p.name for p in snap_dir.iterdir() if SNAPSHOT_NAME.match(p.name))
-    for stale in names[:-SNAPSHOT_KEEP_N]:
-        (snap_dir / stale).unlink(missing_ok=True)
+    if keep is not None:
+        names = sorted(p.name for p in snap_dir.iterdir() if SNAPSHOT_NAME.match(p.name))
+        for stale in names[:-keep]:
+            (snap_dir / stale).unlink(missing_ok=True)
     return target
 
 

@@ -40,6 +40,7 @@ from usrbatch.dataset.layout import (
 )
 from usrbatch.dataset.locks import dataset_lock, event_lock
 from usrbatch.errors import DatasetError, TransferError, UsrError, VerificationError
+from usrbatch.sync import payload as pl
 from usrbatch.sync import staging as stg
 from usrbatch.sync.audit import transfer_state
 from usrbatch.sync.inventory import (
@@ -68,6 +69,8 @@ DRY_RUN_PUSH_NOTE = (
     "under transaction locks."
 )
 PENDING_NOTE = "An interrupted pull promotion is pending; the next pull or push completes it first."
+KEPT_LOCAL = "The local records.parquet this pull replaced (no snapshot held it) is kept as"
+KEPT_REMOTE = "The remote records.parquet this push replaced (no snapshot held it) is kept as"
 
 
 @dataclass(frozen=True)
@@ -381,11 +384,15 @@ def pull(
                 inodes: dict[str, int] = {}
                 staged = stg.walk_staged(staging, {e.path: e for e in plan.send}, inodes)
                 _verify_staged(ds, staging, obs, staged, local_rev, opts)
+                pl.check_staged(ds, staging, plan.send, transport.label)  # post-pull-payload
                 with _local_event_lock(local_dir, ds, opts) if opts.full else ExitStack():
                     if opts.full:
                         now = capture_validated_revision(local_dir / EVENTS)
                         if now != local_rev:
                             raise VerificationError(LOCAL_CHANGED)
+                    kept = pl.keep_replaced_local(local_dir, obs.local, plan.send, plan.delete)
+                    if kept:
+                        notes.append(f"{KEPT_LOCAL} {kept}.")
                     stg.write_journal(
                         staging,
                         local_dir,
@@ -538,6 +545,7 @@ def push(
         if not plan.has_change:
             return _done("push", ds, plan.summary, opts, started, locked=True, notes=notes)
         local_state = SidecarState.of(sections(obs.local))
+        pl.check_local(local_dir, plan.send)  # pre-push-payload
 
         token = secrets.token_hex(6)
         # Content-addressed temp names: a push cut off mid-file leaves its temp, and the next
@@ -564,17 +572,25 @@ def push(
             cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])
             raise
         renames = [(f"{ds}/{temps[e.path]}", f"{ds}/{e.path}") for e in plan.send]
+        snapshot = pl.remote_snapshot_plan(ds, obs.remote, plan.send, plan.delete)
         try:
-            # ONE round trip: remote sha256 of every temp file, renames, removals, re-inventory.
+            # ONE round trip: remote sha256 and payload checks of every temp file, the snapshot
+            # of a replaced primary, renames, removals, re-inventory.
             after = transport.apply(
                 renames,
                 [f"{ds}/{rel}" for rel in plan.delete] + stale,
                 verify={i.remote: i.sha256 for i in items},
                 inventory=ds,
                 parquet_stats=opts.verify == "parquet",
+                payload=pl.upload_kinds({e.path: f"{ds}/{temps[e.path]}" for e in plan.send}),
+                snapshot=snapshot,
             )
             if after is None:
                 after = remote_inventory(transport, ds, parquet_stats=opts.verify == "parquet")
+            if snapshot is not None:
+                replaced = obs.remote.files[RECORDS].sha256
+                after, kept = pl.set_aside_snapshot(ds, after, snapshot, replaced)
+                notes.append(f"{KEPT_REMOTE} {kept} on {transport.label}.")
             _verify_pushed(ds, obs, after, local_rev, local_state, opts)
         except BaseException:
             cleanup_remote(transport, [f"{ds}/{t}" for t in temps.values()])

@@ -15,6 +15,10 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              before anything is changed; empty parent dirs of removed files are pruned. Optional
              `verify` {rel: sha256}: hash those (uploaded temp) files first and refuse to change
              anything on a mismatch (the listed files are removed; error kind "verification").
+             Optional `payload` {rel: kind}: then validate those files (payload_problem: complete
+             parquet with the core schema / a key column, UTF-8 meta.md) and refuse likewise
+             (error kind "payload"). Optional `snapshot` [src, dst]: copy the primary a rename
+             replaces to `_snapshots/records-<stamp>.parquet` first.
              Optional `inventory` rel dir (+ `parquet_stats`): the post-apply inventory, same exec;
              verified uploads enter its hash cache under the renamed file's fresh lstat key, so
              their bytes are not hashed a second time. Without `inventory` they enter the hash
@@ -34,9 +38,11 @@ Hash cache files record their dataset dir; at most once a day per cache dir a sa
 cache files whose dataset dir is gone (prune_cache_dir).
 
 All relative paths are checked like transport.base.validate_relpath (no absolute paths, no `.`/`..`,
-no empty components, NUL, newline or backslash) and must not escape `base` through a symlink.
+no empty components, NUL, newline or backslash) and must not escape `base` through a symlink;
+directories are created one component at a time inside `base` (makedirs_inside).
 """
 
+import codecs
 import contextlib
 import errno
 import fcntl
@@ -395,22 +401,20 @@ def _schema_element_is_leaf(r):
         last = fid
 
 
-def read_parquet_footer_shape(fh, size):
-    """(rows, leaf columns) from an open binary parquet file of `size` bytes.
+def _read_footer(fh, size):
+    """The FileMetaData bytes of an open binary parquet file of `size` bytes.
 
     Reads the 4-byte head magic, the 8-byte tail and then only the footer (at most MAX_FOOTER
-    bytes in memory), which must be exactly one well-formed FileMetaData struct: a damaged footer
-    is refused even where fields 2 (schema) and 3 (num_rows) survived. Raises ParquetFooterError.
-    """
+    bytes in memory). Raises ParquetFooterError."""
     if size < 12:
-        raise ParquetFooterError("file too small for parquet")
+        raise ParquetFooterError("file too small for parquet (%d bytes)" % size)
     fh.seek(0)
     if fh.read(4) != PARQUET_MAGIC:
-        raise ParquetFooterError("missing head magic")
+        raise ParquetFooterError("missing head magic PAR1")
     fh.seek(size - 8)
     tail = fh.read(8)
     if len(tail) != 8 or tail[4:] != PARQUET_MAGIC:
-        raise ParquetFooterError("missing tail magic (truncated or encrypted footer)")
+        raise ParquetFooterError("missing tail magic PAR1 (truncated or encrypted footer)")
     length = int.from_bytes(tail[:4], "little")
     if length <= 0 or length > size - 12 or length > MAX_FOOTER:
         raise ParquetFooterError("footer length %d out of range" % length)
@@ -418,6 +422,18 @@ def read_parquet_footer_shape(fh, size):
     footer = fh.read(length)
     if len(footer) != length:
         raise ParquetFooterError("footer truncated")
+    return footer
+
+
+def read_parquet_footer_shape(fh, size):
+    """(rows, leaf columns) from an open binary parquet file of `size` bytes.
+
+    Reads only the footer (see _read_footer), which must be exactly one well-formed FileMetaData
+    struct: a damaged footer is refused even where fields 2 (schema) and 3 (num_rows) survived.
+    Raises ParquetFooterError.
+    """
+    footer = _read_footer(fh, size)
+    length = len(footer)
     r = _CompactReader(footer)
     rows = None
     cols = None
@@ -457,6 +473,365 @@ def parquet_shape(path):
         return [rows, cols]
     except (OSError, ParquetFooterError, ValueError, IndexError):
         return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload validation (stdlib only): what may replace a dataset file. records.parquet must be a
+# complete parquet file with the core schema, overlays (`_derived/**.parquet`) complete with a
+# key column, snapshots complete, meta.md UTF-8 text. Only the footer of a parquet file is read.
+
+CORE_COLUMNS = (  # usrbatch.dataset.schema.CORE_SCHEMA (a test keeps the two equal)
+    ("id", "string"),
+    ("bio_type", "string"),
+    ("sequence", "string"),
+    ("alphabet", "string"),
+    ("length", "int32"),
+    ("source", "string"),
+    ("created_at", "timestamp[us, UTC]"),
+)
+OVERLAY_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")  # attach --key; column id|sequence
+OVERLAY_KEY_META = "usr:overlay_key"
+PAYLOAD_KINDS = ("records", "overlay", "snapshot", "meta")
+SNAPSHOT_DIGITS = 6  # records-<8 digits>T<6+ digits>.parquet (layout.SNAPSHOT_NAME)
+_PHYSICAL = {0: "bool", 1: "int32", 2: "int64", 3: "int96", 4: "float", 5: "double", 6: "binary"}
+_PHYSICAL[7] = "fixed_size_binary"
+_CONVERTED = {0: "string", 6: "date32", 9: "timestamp[ms, UTC]", 10: "timestamp[us, UTC]"}
+_CONVERTED.update({11: "uint8", 12: "uint16", 13: "uint32", 14: "uint64", 15: "int8", 16: "int16"})
+_CONVERTED.update({17: "int32", 18: "int64", 19: "json", 5: "decimal"})
+_LOGICAL_OTHER = {2: "map", 3: "list", 4: "enum", 5: "decimal", 6: "date32", 7: "time", 12: "json"}
+
+
+def _is_snapshot_name(name):
+    if not (name.startswith("records-") and name.endswith(".parquet")):
+        return False
+    stamp = name[len("records-") : -len(".parquet")]
+    day, sep, clock = stamp.partition("T")
+    return bool(sep) and len(day) == 8 and day.isdigit() and len(clock) >= SNAPSHOT_DIGITS and clock.isdigit()
+
+
+def payload_kind(rel):
+    """The payload kind of a path relative to its dataset dir, or None when it is not checked."""
+    if rel == "records.parquet":
+        return "records"
+    if rel == "meta.md":
+        return "meta"
+    parts = rel.split("/")
+    if parts[0] == "_derived" and len(parts) > 1 and rel.endswith(".parquet"):
+        return "overlay"
+    if parts[0] == "_snapshots" and len(parts) == 2 and _is_snapshot_name(parts[1]):
+        return "snapshot"
+    return None
+
+
+def _fields(r):
+    """(field id, compact type) of each field of the struct at the reader; the caller reads or
+    skips each value before asking for the next."""
+    last = 0
+    while True:
+        fid, t = r.field_header(last)
+        if t == CT_STOP:
+            return
+        yield fid, t
+        last = fid
+
+
+def _binary(r):
+    return r.read(r.varint())
+
+
+def _list_of_structs(r, what):
+    n, etype = r.list_header()
+    if etype != CT_STRUCT:
+        raise ParquetFooterError("%s is not a list of structs" % what)
+    return n
+
+
+def _read_logical_type(r):
+    """LogicalType union: ("STRING",), ("TIMESTAMP", utc, unit), ("INTEGER", bits, signed), ("OTHER", id)."""
+    out = None
+    for fid, t in _fields(r):
+        if t != CT_STRUCT:
+            r.skip(t, 2)
+        elif fid == 8:
+            utc, unit = None, None
+            for tfid, tt in _fields(r):
+                if tfid == 1 and tt in (CT_TRUE, CT_FALSE):
+                    utc = tt == CT_TRUE
+                elif tfid == 2 and tt == CT_STRUCT:
+                    for ufid, ut in _fields(r):
+                        r.skip(ut, 4)
+                        unit = {1: "ms", 2: "us", 3: "ns"}.get(ufid, "?")
+                else:
+                    r.skip(tt, 3)
+            out = ("TIMESTAMP", utc, unit)
+        elif fid == 10:
+            bits, signed = None, None
+            for ifid, it in _fields(r):
+                if ifid == 1 and it == CT_BYTE:
+                    bits = r.byte()
+                elif ifid == 2 and it in (CT_TRUE, CT_FALSE):
+                    signed = it == CT_TRUE
+                else:
+                    r.skip(it, 3)
+            out = ("INTEGER", bits, signed)
+        else:
+            r.skip(t, 2)
+            out = ("STRING",) if fid == 1 else ("OTHER", fid)
+    return out
+
+
+def _read_schema_element(r):
+    el = {"type": None, "repetition": None, "name": None, "children": None, "converted": None}
+    el["logical"] = None
+    for fid, t in _fields(r):
+        if fid == 1 and t == CT_I32:
+            el["type"] = r.zigzag()
+        elif fid == 3 and t == CT_I32:
+            el["repetition"] = r.zigzag()
+        elif fid == 4 and t == CT_BINARY:
+            el["name"] = _binary(r).decode("utf-8", "replace")
+        elif fid == 5 and t == CT_I32:
+            el["children"] = r.zigzag()
+        elif fid == 6 and t == CT_I32:
+            el["converted"] = r.zigzag()
+        elif fid == 10 and t == CT_STRUCT:
+            el["logical"] = _read_logical_type(r)
+        else:
+            r.skip(t, 1)
+    if el["name"] is None:
+        raise ParquetFooterError("a schema element has no name")
+    return el
+
+
+def _read_column_chunk(r, ranges):
+    """One ColumnChunk: appends (what, offset, length) of every byte range it points at."""
+    meta = None
+    index = {}
+    for fid, t in _fields(r):
+        if fid == 1 and t == CT_BINARY:
+            _binary(r)
+            raise ParquetFooterError("a column chunk lives in another file (file_path)")
+        elif fid == 3 and t == CT_STRUCT:
+            meta = {}
+            for mfid, mt in _fields(r):
+                if (mfid in (5, 7, 9, 11, 14) and mt == CT_I64) or (mfid == 15 and mt == CT_I32):
+                    meta[mfid] = r.zigzag()
+                else:
+                    r.skip(mt, 2)
+        elif (fid in (4, 6) and t == CT_I64) or (fid in (5, 7) and t == CT_I32):
+            index[fid] = r.zigzag()
+        else:
+            r.skip(t, 1)
+    if meta is None:
+        raise ParquetFooterError("a column chunk has no (plaintext) column metadata")
+    if 9 not in meta or 7 not in meta or meta.get(5, 0) < 0:
+        raise ParquetFooterError("a column chunk lacks its data page offset or size")
+    # Writers store 0 for an absent dictionary page, and pyarrow a data page offset of 0 for an
+    # empty chunk: the chunk starts at the first real page offset.
+    pages = [o for o in (meta[9], meta.get(11)) if o is not None and o >= 4]
+    if not pages and meta[7] > 0:
+        raise ParquetFooterError("a column chunk has no page offset inside the file")
+    for offset in pages:
+        ranges.append(("column chunk", offset, 0))
+    if pages:
+        ranges.append(("column chunk", min(pages), meta[7]))
+    if 14 in meta and 15 in meta:
+        ranges.append(("bloom filter", meta[14], meta[15]))
+    for off, length, what in ((4, 5, "offset index"), (6, 7, "column index")):
+        if off in index and length in index:
+            ranges.append((what, index[off], index[length]))
+
+
+def describe_parquet(fh, size):
+    """What a complete parquet file holds, from its footer alone, after checking that it IS
+    complete: magic at both ends, a sane footer length, exactly one well-formed FileMetaData, a
+    consistent schema tree, every row group with one chunk per leaf column, and every chunk,
+    index and bloom filter inside the data region (between the head magic and the footer).
+
+    Returns {"rows": int, "leaves": int, "top": [schema elements of the top-level fields],
+    "kv": {key: value} (only OVERLAY_KEY_META)}. Raises ParquetFooterError naming the defect."""
+    footer = _read_footer(fh, size)
+    data_end = size - 8 - len(footer)
+    r = _CompactReader(footer)
+    rows, schema, groups, kv = None, None, [], {}
+    ranges = []
+    for fid, t in _fields(r):
+        if fid == 2 and t == CT_LIST and schema is None:
+            schema = [_read_schema_element(r) for _ in range(_list_of_structs(r, "schema"))]
+        elif fid == 3 and t == CT_I64 and rows is None:
+            rows = r.zigzag()
+        elif fid == 4 and t == CT_LIST:
+            for _ in range(_list_of_structs(r, "row_groups")):
+                chunks, group_rows = 0, None
+                for gfid, gt in _fields(r):
+                    if gfid == 1 and gt == CT_LIST:
+                        n = _list_of_structs(r, "columns")
+                        for _ in range(n):
+                            _read_column_chunk(r, ranges)
+                        chunks += n
+                    elif gfid == 3 and gt == CT_I64:
+                        group_rows = r.zigzag()
+                    else:
+                        r.skip(gt, 1)
+                groups.append((chunks, group_rows))
+        elif fid == 5 and t == CT_LIST:
+            for _ in range(_list_of_structs(r, "key_value_metadata")):
+                key, value = None, None
+                for kfid, kt in _fields(r):
+                    if kfid == 1 and kt == CT_BINARY:
+                        key = _binary(r)
+                    elif kfid == 2 and kt == CT_BINARY:
+                        value = _binary(r)
+                    else:
+                        r.skip(kt, 2)
+                if key == OVERLAY_KEY_META.encode("ascii") and value is not None:
+                    kv[OVERLAY_KEY_META] = value.decode("utf-8", "replace")
+        else:
+            r.skip(t)
+    if r.pos != len(footer):
+        raise ParquetFooterError("footer length does not match FileMetaData")
+    if rows is None or schema is None or rows < 0 or not schema:
+        raise ParquetFooterError("FileMetaData lacks num_rows or schema")
+    top, leaves = _schema_tree(schema)
+    for chunks, group_rows in groups:
+        if chunks != leaves:
+            raise ParquetFooterError("a row group has %d column chunks for %d columns" % (chunks, leaves))
+        if group_rows is None or group_rows < 0:
+            raise ParquetFooterError("a row group lacks its row count")
+    if groups and sum(g[1] for g in groups) != rows:
+        raise ParquetFooterError(
+            "row groups hold %d rows, the footer says %d" % (sum(g[1] for g in groups), rows)
+        )
+    for what, offset, length in ranges:
+        if offset < 4 or length < 0 or offset + length > data_end:
+            raise ParquetFooterError(
+                "a %s (bytes %d..%d) lies outside the data region (4..%d): truncated or spliced file"
+                % (what, offset, offset + length, data_end)
+            )
+    return {"rows": rows, "leaves": leaves, "top": top, "kv": kv}
+
+
+def _schema_tree(schema):
+    """(top-level elements, leaf count) of a flattened schema; ParquetFooterError when the
+    num_children counts do not describe exactly the elements present."""
+    root = schema[0]
+    if not root["children"] and len(schema) > 1:
+        raise ParquetFooterError("schema root has no children but %d elements follow" % (len(schema) - 1))
+    top, leaves = [], 0
+    pending = [root["children"] or 0]  # children still to read at each open level
+    for el in schema[1:]:
+        while pending and pending[-1] == 0:
+            pending.pop()
+        if not pending:
+            raise ParquetFooterError("schema has more elements than its tree describes")
+        pending[-1] -= 1
+        if len(pending) == 1:
+            top.append(el)
+        if el["children"]:
+            pending.append(el["children"])
+        else:
+            leaves += 1
+    if any(pending):
+        raise ParquetFooterError("schema tree is missing elements")
+    return top, leaves
+
+
+def column_type(el):
+    """A top-level schema element's type in Arrow words (string, int32, timestamp[us, UTC], ...)."""
+    if el["children"]:
+        logical = el["logical"]
+        return _LOGICAL_OTHER.get(logical[1], "struct") if logical and logical[0] == "OTHER" else "struct"
+    physical = _PHYSICAL.get(el["type"], "unknown")
+    logical, converted = el["logical"], el["converted"]
+    if logical and logical[0] == "STRING" and el["type"] == 6:
+        out = "string"
+    elif logical and logical[0] == "TIMESTAMP" and el["type"] == 2:
+        out = "timestamp[%s%s]" % (logical[2], ", UTC" if logical[1] else "")
+    elif logical and logical[0] == "INTEGER" and el["type"] in (1, 2):
+        out = "%sint%s" % ("" if logical[2] else "u", logical[1])
+    elif logical and logical[0] == "OTHER":
+        out = _LOGICAL_OTHER.get(logical[1], physical)
+    elif converted is not None:
+        out = _CONVERTED.get(converted, physical)
+    else:
+        out = physical
+    return "repeated " + out if el["repetition"] == 2 else out
+
+
+def _records_problem(info):
+    types = dict((el["name"], column_type(el)) for el in info["top"])
+    for name, expected in CORE_COLUMNS:
+        if name not in types:
+            return "lacks core column '%s' (columns: %s)" % (name, ", ".join(sorted(types)[:12]) or "none")
+        if types[name] != expected:
+            return "has core column '%s' as %s, expected %s" % (name, types[name], expected)
+    return None
+
+
+def _overlay_problem(info):
+    types = dict((el["name"], column_type(el)) for el in info["top"])
+    declared = info["kv"].get(OVERLAY_KEY_META)
+    if declared is not None and declared not in OVERLAY_KEYS:
+        return "declares %s %r, not one of %s" % (OVERLAY_KEY_META, declared, ", ".join(OVERLAY_KEYS))
+    if declared == "id":
+        wanted = ["id"]
+    elif declared is not None:
+        wanted = [declared] if declared in types else ["sequence"]
+    else:
+        wanted = ["id", "sequence"]
+    for name in wanted:
+        if types.get(name) == "string":
+            return None
+    present = [n for n in wanted if n in types]
+    if present:
+        return "has key column '%s' as %s, expected string" % (present[0], types[present[0]])
+    return "has no key column %s" % " or ".join("'%s'" % n for n in wanted)
+
+
+def _text_problem(fh):
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    while True:
+        block = fh.read(CHUNK)
+        nul = block.find(b"\x00")
+        if nul >= 0:
+            return "holds a NUL byte at offset %d (binary data, not text)" % (offset + nul)
+        try:
+            decoder.decode(block, not block)
+        except UnicodeDecodeError as exc:
+            return "is not UTF-8 text (invalid byte near offset %d)" % (offset + exc.start)
+        if not block:
+            return None
+        offset += len(block)
+
+
+def payload_problem(path, kind):
+    """None when the regular file at `path` is a valid payload of `kind` (PAYLOAD_KINDS), else a
+    short text saying what is wrong with it. Never follows a symlink; reads a parquet footer or
+    streams a text file (bounded memory)."""
+    if kind not in PAYLOAD_KINDS:
+        raise AgentError("unknown payload kind %r" % (kind,))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        return "cannot be read (%s)" % (exc.strerror or exc)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file"
+        if kind == "meta":
+            return _text_problem(fh)
+        try:
+            info = describe_parquet(fh, st.st_size)
+        except ParquetFooterError as exc:
+            return "is not a complete parquet file: %s" % exc
+        except (ValueError, IndexError, OverflowError) as exc:
+            return "is not a complete parquet file: %s" % exc
+    if kind == "records":
+        return _records_problem(info)
+    if kind == "overlay":
+        return _overlay_problem(info)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,9 +880,23 @@ def _nearest_existing(path):
     return path
 
 
+def require_base(base):
+    """Refuse a base_dir that is missing or not a directory (a symlinked base_dir is fine)."""
+    if os.path.isdir(base):
+        return
+    if os.path.lexists(base):
+        raise AgentError("base_dir is not a directory: %s" % base)
+    raise AgentError(
+        "base_dir %s does not exist; create it (mkdir -p '%s') or correct base_dir in remotes.yaml"
+        % (base, base)
+    )
+
+
 def resolve_under(base, rel, what="path"):
-    """base/rel after checking rel and that its existing parent chain does not leave base."""
+    """base/rel after checking rel, that base_dir exists, and that rel's existing parent chain
+    does not leave base."""
     rel = check_rel(rel, what)
+    require_base(base)
     path = os.path.join(base, rel)
     root_real = os.path.realpath(base)
     anchor = os.path.realpath(_nearest_existing(os.path.dirname(path)))
@@ -516,10 +905,26 @@ def resolve_under(base, rel, what="path"):
     return path
 
 
-def _makedirs_inside(base, directory):
-    os.makedirs(directory, exist_ok=True)
-    if not _inside(os.path.realpath(base), os.path.realpath(directory)):
-        raise AgentError("directory %r escapes base_dir through a symlink." % (directory,))
+def makedirs_inside(base, directory):
+    """Create `directory` (base + a relative path) one component at a time; each component must
+    resolve inside base before anything is created beneath it, so nothing is ever created
+    outside base_dir (a symlink on the way out is refused, not followed)."""
+    root_real = os.path.realpath(base)
+    rel = os.path.relpath(directory, base)
+    if rel == ".":
+        return
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        raise AgentError("directory %r is not under base_dir." % (directory,))
+    current = base
+    for part in rel.split(os.sep):
+        current = os.path.join(current, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(current)
+        real = os.path.realpath(current)
+        if not _inside(root_real, real):
+            raise AgentError("directory %r escapes base_dir through a symlink." % (directory,))
+        if not os.path.isdir(real):
+            raise AgentError("%r is not a directory." % (current,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,12 +970,7 @@ def _check_uploads(base, verify):
         if got != expected:
             bad.append((rel, got, expected))
     if bad:
-        for _rel, path, _sha in paths:
-            try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    os.unlink(path)
-            except OSError:
-                pass
+        _remove_regular([path for _rel, path, _sha in paths])
         raise VerifyMismatch(bad[0][0], bad[0][1], bad[0][2], len(bad))
     return verified
 
@@ -592,6 +992,95 @@ def _set_mtimes(base, mtimes, sources):
         os.utime(path, ns=(st.st_atime_ns, mtime_ns))
 
 
+def _remove_regular(paths):
+    """Best-effort removal of the regular files among `paths` (refused uploads)."""
+    for path in paths:
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+KIND_TEXT = {
+    "records": "records.parquet (parquet with the core schema)",
+    "overlay": "overlay (parquet with an id or sequence key column)",
+    "snapshot": "snapshot (parquet)",
+    "meta": "meta.md (UTF-8 text)",
+}
+
+
+class PayloadInvalid(AgentError):
+    """An uploaded temp file is not a valid payload of its kind (nothing was renamed)."""
+
+    def __init__(self, rel, target, kind, problem):
+        AgentError.__init__(
+            self,
+            "post-push-payload: the uploaded copy of %s (remote temp %s) is not a valid %s: it %s. "
+            "Nothing was renamed and the uploads were removed: the remote dataset is unchanged."
+            % (target, rel, KIND_TEXT.get(kind, kind), problem),
+        )
+        self.rel = rel
+        self.hint = "Check the local file with `usr validate`, then push again."
+
+
+def _check_payload(base, payload, renames):
+    """Validate every uploaded file in `payload` ({rel: kind}) before any rename; on a problem
+    remove all of them (and every rename source) and raise PayloadInvalid for the first one."""
+    if not isinstance(payload, dict):
+        raise AgentError("payload must be a {path: kind} object")
+    targets = dict((pair[0], pair[1]) for pair in renames)
+    checked = [(rel, resolve_under(base, rel, "payload path"), kind) for rel, kind in sorted(payload.items())]
+    for rel, path, kind in checked:
+        problem = payload_problem(path, kind)
+        if problem is not None:
+            _remove_regular(
+                [p for _r, p, _k in checked] + [resolve_under(base, r, "rename source") for r in targets]
+            )
+            raise PayloadInvalid(rel, targets.get(rel, rel), kind, problem)
+
+
+def _snapshot_copy(base, snapshot):
+    """Copy the file that a rename will replace ([src, dst]: dst is `<ds>/_snapshots/records-<stamp>.parquet`)
+    to dst through a temp beside it (never overwriting). Returns (dst path, [size, mtime_ns,
+    ctime_ns, ino, sha256]) or None when src does not exist."""
+    if not isinstance(snapshot, (list, tuple)) or len(snapshot) != 2:
+        raise AgentError("snapshot must be [src, dst]: %r" % (snapshot,))
+    src = resolve_under(base, snapshot[0], "snapshot source")
+    dst = resolve_under(base, snapshot[1], "snapshot target")
+    if not _is_snapshot_name(os.path.basename(dst)) or os.path.basename(os.path.dirname(dst)) != "_snapshots":
+        raise AgentError("snapshot target is not a _snapshots/records-<stamp>.parquet name: %s" % snapshot[1])
+    if os.path.lexists(dst):
+        raise AgentError("snapshot target already exists: %s" % snapshot[1])
+    try:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as fin:
+        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+            raise AgentError("snapshot source is not a regular file: %s" % snapshot[0])
+        makedirs_inside(base, os.path.dirname(dst))
+        tmp = os.path.join(os.path.dirname(dst), TEMP_PREFIX + "snapshot-" + secrets.token_hex(6))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        h = hashlib.sha256()
+        try:
+            with os.fdopen(os.open(tmp, flags, 0o644), "wb") as fout:
+                while True:
+                    block = fin.read(CHUNK)
+                    if not block:
+                        break
+                    fout.write(block)
+                    h.update(block)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.rename(tmp, dst)
+        except BaseException:
+            _remove_regular([tmp])
+            raise
+    st = os.lstat(dst)
+    return dst, [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, h.hexdigest()]
+
+
 def apply_changes(
     base,
     renames,
@@ -601,21 +1090,26 @@ def apply_changes(
     parquet_stats=False,
     cache_path=None,
     mtimes=None,
+    payload=None,
+    snapshot=None,
 ):
     """Rename each (src, dst) into place (parents created, dst replaced atomically), then remove
     each file in `removals` (missing ones are skipped) and prune directories left empty.
 
     Every path is validated and every source checked BEFORE anything changes. With `verify`
     ({rel: sha256}, normally the uploaded temp files) every listed file is hashed first: one
-    mismatch removes them all and raises VerifyMismatch, renaming nothing. With `inventory_rel`,
+    mismatch removes them all and raises VerifyMismatch, renaming nothing. With `payload`
+    ({rel: kind}) those files are then validated (payload_problem): one invalid file removes the
+    uploads and raises PayloadInvalid, renaming nothing. With `snapshot` ([src, dst]) src is
+    copied to the snapshot name dst before the first rename (skipped when src is missing).
+    With `inventory_rel`,
     the result carries the post-apply inventory of that dir under "inventory" (same exec).
     Directories are never removed except empty ones during pruning; base itself is never removed.
     `mtimes` ({rename source: mtime_ns}) sets those sources' mtimes first (an upload keeps its
     source's mtime, as rsync -t does; the public tool compares meta.md by mtime).
     """
     base = expand_base(base)
-    if not os.path.isdir(base):
-        raise AgentError("base_dir does not exist: %s" % base)
+    require_base(base)
     inv_path = resolve_under(base, inventory_rel, "inventory dir") if inventory_rel is not None else None
     plan_ren = []
     for pair in renames:
@@ -644,11 +1138,16 @@ def apply_changes(
         plan_rm.append(path)
     _set_mtimes(base, mtimes or {}, [src for src, _dst in plan_ren])
     verified = _check_uploads(base, verify) if verify else {}
+    if payload:
+        _check_payload(base, payload, renames)
     known = {}
     inv_prefix = os.path.join(inv_path, "") if inv_path is not None else None
+    snapped = _snapshot_copy(base, snapshot) if snapshot else None
+    if snapped is not None and inv_prefix is not None and snapped[0].startswith(inv_prefix):
+        known[snapped[0][len(inv_prefix) :].replace(os.sep, "/")] = snapped[1]
     by_dir = {}  # verified renames outside an inventoried dataset: cached per directory
     for src, dst in plan_ren:
-        _makedirs_inside(base, os.path.dirname(dst))
+        makedirs_inside(base, os.path.dirname(dst))
         os.replace(src, dst)
         seen = verified.get(src)
         if seen is None:
@@ -683,6 +1182,8 @@ def apply_changes(
             pruned += 1
             current = os.path.dirname(current)
     out = {"renamed": len(plan_ren), "removed": removed, "pruned": pruned}
+    if snapshot:
+        out["snapshot"] = snapshot[1] if snapped is not None else None
     if inv_path is not None:
         out["inventory"] = inventory(inv_path, True, parquet_stats, cache_path, known)
     return out
@@ -762,7 +1263,7 @@ def make_dirs(base, paths):
     base = expand_base(base)
     os.makedirs(base, exist_ok=True)
     for rel in paths:
-        _makedirs_inside(base, resolve_under(base, rel, "mkdir path"))
+        makedirs_inside(base, resolve_under(base, rel, "mkdir path"))
     return {"created": len(paths)}
 
 
@@ -842,16 +1343,19 @@ def _flock_until(fd, mode, deadline):
 
 class DatasetLock(object):
     """Hold `<dataset_dir>/.usr.lock` exclusively (plus `.events.lock` in "shared"/"exclusive"
-    mode) and a lease marker `.usr.lease.dataset.<token>`. Creates dataset_dir.
+    mode) and a lease marker `.usr.lease.dataset.<token>`. Creates dataset_dir; with `base` (a
+    remote's base_dir) it is created by makedirs_inside and must resolve inside base, so no lock
+    file is ever written outside base_dir.
 
     acquire() raises LockTimeout after `timeout` seconds (one deadline for both locks).
     release() is idempotent and removes the marker only if it is still ours.
     """
 
-    def __init__(self, dataset_dir, timeout=300.0, events="none", token=None):
+    def __init__(self, dataset_dir, timeout=300.0, events="none", token=None, base=None):
         if events not in ("none", "shared", "exclusive"):
             raise AgentError("events mode must be none, shared or exclusive, got %r" % (events,))
         self.dataset_dir = dataset_dir
+        self.base = base
         self.timeout = float(timeout)
         self.events = events
         self.token = token or secrets.token_hex(16)
@@ -860,7 +1364,10 @@ class DatasetLock(object):
         self._marker_id = None
 
     def acquire(self):
-        os.makedirs(self.dataset_dir, exist_ok=True)
+        if self.base is not None:
+            makedirs_inside(self.base, self.dataset_dir)
+        else:
+            os.makedirs(self.dataset_dir, exist_ok=True)
         deadline = time.monotonic() + self.timeout
         try:
             fd = _open_lock_file(os.path.join(self.dataset_dir, DATASET_LOCK))
@@ -913,9 +1420,9 @@ class DatasetLock(object):
         return False
 
 
-def hold_lock(dataset_dir, timeout=300.0, events="none", token=None):
+def hold_lock(dataset_dir, timeout=300.0, events="none", token=None, base=None):
     """Context manager for in-process use (local transport): `with hold_lock(d, 5) as lock:`."""
-    return DatasetLock(dataset_dir, timeout, events, token)
+    return DatasetLock(dataset_dir, timeout, events, token, base)
 
 
 def _emit(line):
@@ -929,7 +1436,7 @@ def run_lease(req, stdin):
     rel = check_rel(req["rel"], "dataset dir")
     token = str(req["token"])
     path = resolve_under(base, rel, "dataset dir")
-    lock = DatasetLock(path, float(req.get("timeout", 300)), req.get("events", "none"), token)
+    lock = DatasetLock(path, float(req.get("timeout", 300)), req.get("events", "none"), token, base)
     try:
         lock.acquire()
     except LockTimeout as exc:
@@ -968,6 +1475,8 @@ OPS = {
         req.get("parquet_stats", False),
         req.get("cache_path"),
         req.get("mtimes"),
+        req.get("payload"),
+        req.get("snapshot"),
     ),
     "hash": lambda req: hash_paths(req["base"], req.get("paths", [])),
     "stat": lambda req: stat_path(
@@ -1006,6 +1515,8 @@ def main():
             result = {"ok": True, "agent_version": AGENT_VERSION, "python": sys.executable, "result": op(req)}
         except VerifyMismatch as exc:  # the caller raises a VerificationError
             result = {"ok": False, "kind": "verification", "path": exc.rel, "error": str(exc)}
+        except PayloadInvalid as exc:  # the caller raises a VerificationError with the hint
+            result = {"ok": False, "kind": "payload", "path": exc.rel, "error": str(exc), "hint": exc.hint}
         except Exception as exc:  # reported to the caller, which raises a TransferError
             result = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
     _emit(json.dumps(result, separators=(",", ":")))

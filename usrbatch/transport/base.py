@@ -159,10 +159,15 @@ class Transport(Protocol):
         verify: Mapping[str, str] | None = None,
         inventory: str | None = None,
         parquet_stats: bool = False,
+        payload: Mapping[str, str] | None = None,
+        snapshot: tuple[str, str] | None = None,
     ) -> Inventory | None:
         """In one round trip: when `verify` ({path: sha256}) is given, hash those remote files
         first and, on any mismatch, remove them all, change nothing else and raise
-        VerificationError naming the file; then rename each (src, dst) into place, creating
+        VerificationError naming the file; when `payload` ({path: kind}, kinds as
+        agent.PAYLOAD_KINDS) is given, validate those files likewise (`post-push-payload`);
+        with `snapshot` (src, dst) copy src to the snapshot name dst before any rename (nothing
+        when src is missing); then rename each (src, dst) into place, creating
         parents and replacing dst atomically; then remove each path in `removals` and prune
         directories left empty. With `inventory` (a dataset dir) return its post-apply
         Inventory from the same round trip (`parquet_stats` as for `inventory()`), else None."""

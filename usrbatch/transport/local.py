@@ -54,12 +54,25 @@ class LocalTransport:
     def label(self) -> str:
         return f"local:{self.base_dir}"
 
-    def _abs(self, rel: str) -> Path:
-        return self.base_dir / validate_relpath(rel, what="local transport")
+    def _abs(self, rel: str, what: str = "local transport") -> Path:
+        """base_dir/rel, contained like the ssh remote: base_dir must exist and rel's existing
+        parent chain must not lead out of it through a symlink (TransferError otherwise)."""
+        safe = validate_relpath(rel, what=what)
+        try:
+            return Path(agent.resolve_under(str(self.base_dir), safe, what))
+        except agent.AgentError as exc:
+            raise TransferError(f"{what} on {self.label} refused: {exc}") from None
+
+    def _makedirs(self, directory: Path) -> None:
+        """Create `directory` under base_dir, never outside it (agent.makedirs_inside)."""
+        try:
+            agent.makedirs_inside(str(self.base_dir), str(directory))
+        except agent.AgentError as exc:
+            raise TransferError(f"mkdir on {self.label} refused: {exc}") from None
 
     # -- inventory ---------------------------------------------------------------------------
     def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
-        target = self._abs(rel_dir)
+        target = self._abs(rel_dir, "dataset dir")
         data = agent.inventory(str(target), hashes, parquet_stats, self._cache_path(target))
         return Inventory.from_agent(data)
 
@@ -76,7 +89,11 @@ class LocalTransport:
 
     def upload(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
         for item in items:
-            _copy_verified(Path(item.local), self._abs(item.remote), item, progress, label=item.remote)
+            if "/" not in validate_relpath(item.remote, what="remote path"):
+                self.base_dir.mkdir(parents=True, exist_ok=True)  # FILE mode, as ssh: mkdir -p base_dir
+            dst = self._abs(item.remote, "remote path")
+            self._makedirs(dst.parent)
+            _copy_verified(Path(item.local), dst, item, progress, label=item.remote)
 
     # -- apply -------------------------------------------------------------------------------
     def apply(
@@ -87,10 +104,15 @@ class LocalTransport:
         verify: Mapping[str, str] | None = None,
         inventory: str | None = None,
         parquet_stats: bool = False,
+        payload: Mapping[str, str] | None = None,
+        snapshot: tuple[str, str] | None = None,
     ) -> Inventory | None:
         """The agent's `apply` op in-process: every path validated before anything changes;
-        `verify` hashes the listed files first; `inventory` returns the post-apply inventory."""
+        `verify` hashes the listed files first, `payload` validates them, `snapshot` copies the
+        primary a rename replaces; `inventory` returns the post-apply inventory."""
         rels = {validate_relpath(p, what="verify path"): str(sha) for p, sha in (verify or {}).items()}
+        kinds = {validate_relpath(p, what="payload path"): str(k) for p, k in (payload or {}).items()}
+        snap = [validate_relpath(p, what="snapshot path") for p in snapshot] if snapshot else None
         inv_rel = validate_relpath(inventory, what="dataset dir") if inventory is not None else None
         try:
             out = agent.apply_changes(
@@ -100,10 +122,14 @@ class LocalTransport:
                 rels,
                 inv_rel,
                 parquet_stats,
-                self._cache_path(self._abs(inv_rel)) if inv_rel is not None else None,
+                self._cache_path(self._abs(inv_rel, "dataset dir")) if inv_rel is not None else None,
+                payload=kinds or None,
+                snapshot=snap,
             )
         except agent.VerifyMismatch as exc:
             raise VerificationError(f"{str(exc)[:1].upper()}{str(exc)[1:]} on {self.label}.") from None
+        except agent.PayloadInvalid as exc:
+            raise VerificationError(f"{exc} ({self.label})", hint=exc.hint) from None
         except agent.AgentError as exc:
             raise TransferError(f"apply on {self.label} refused: {exc}") from None
         return Inventory.from_agent(out["inventory"]) if "inventory" in out else None
@@ -111,7 +137,7 @@ class LocalTransport:
     # -- stat_file ---------------------------------------------------------------------------
     def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
         """The agent's `stat` op in-process (FILE mode)."""
-        target = self._abs(rel)
+        target = self.base_dir / validate_relpath(rel, what="stat path")  # stat_path contains it
         try:
             data = agent.stat_path(
                 str(self.base_dir),
@@ -132,10 +158,14 @@ class LocalTransport:
         self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
     ) -> Iterator[LocalLease]:
         """The agent's dataset lock, held by this process until the context exits."""
-        target = self._abs(rel_dir)
-        lock = agent.hold_lock(str(target), timeout, events)
+        target = self._abs(rel_dir, "dataset dir")
+        lock = agent.hold_lock(str(target), timeout, events, base=str(self.base_dir))
         try:
             lock.acquire()
+        except agent.AgentError as exc:
+            raise TransferError(
+                f"Remote dataset lock for '{rel_dir}' on {self.label} refused: {exc}"
+            ) from None
         except agent.LockTimeout as exc:
             what = "event-log lock" if exc.which == "events" else "dataset lock"
             raise TransferError(

@@ -344,6 +344,8 @@ class SshTransport:
                 if isinstance(python, str) and python.startswith("/") and "\n" not in python:
                     self._python = python
                 if not data["ok"]:
+                    if data.get("kind") == "payload":  # the agent's message carries its context
+                        raise VerificationError(f"{data.get('error')} ({self.label})", hint=data.get("hint"))
                     if data.get("kind") == "verification":
                         raise VerificationError(
                             f"Remote {what} on {self.label} refused: {data.get('error')}."
@@ -448,10 +450,12 @@ class SshTransport:
         verify: Mapping[str, str] | None = None,
         inventory: str | None = None,
         parquet_stats: bool = False,
+        payload: Mapping[str, str] | None = None,
+        snapshot: tuple[str, str] | None = None,
     ) -> Inventory | None:
-        """ONE exec of the agent's `apply` op: check the `verify` hashes, rename, remove, and
-        (with `inventory`) inventory the dataset afterwards. Not retried once sent (renames are
-        not idempotent)."""
+        """ONE exec of the agent's `apply` op: check the `verify` hashes, validate the `payload`
+        files, copy the `snapshot`, rename, remove, and (with `inventory`) inventory the dataset
+        afterwards. Not retried once sent (renames are not idempotent)."""
         ren = [
             [validate_relpath(s, what="rename source"), validate_relpath(d, what="rename target")]
             for s, d in renames
@@ -473,6 +477,12 @@ class SshTransport:
             mtimes = {s: self._sent_mtimes.pop(s) for s, _d in ren if s in self._sent_mtimes}
         if mtimes:
             request["mtimes"] = mtimes
+        if payload:
+            request["payload"] = {
+                validate_relpath(p, what="payload path"): str(k) for p, k in payload.items()
+            }
+        if snapshot:
+            request["snapshot"] = [validate_relpath(p, what="snapshot path") for p in snapshot]
         if inv_rel is not None:
             request["inventory"] = inv_rel
             request["parquet_stats"] = parquet_stats
