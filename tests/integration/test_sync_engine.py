@@ -22,6 +22,7 @@ from builders import make_dataset, tree, write_part, write_records  # noqa: E402
 from test_control_names import *  # noqa: E402,F403
 from test_engine import *  # noqa: E402,F403
 from test_engine_drills import *  # noqa: E402,F403
+from test_payload import *  # noqa: E402,F403
 
 from usrbatch import auditlog  # noqa: E402
 from usrbatch.errors import VerificationError  # noqa: E402
@@ -82,12 +83,12 @@ def test_ssh_parquet_mode_works_without_remote_pyarrow(sides):
     make_dataset(sides.remote_root, "densegen/demo", rows=5)
     inv = sides.transport.inventory("densegen/demo", parquet_stats=True)
     expected = pq.ParquetFile(sides.remote_root / "densegen/demo/records.parquet").metadata
-    assert inv.primary_shape == (expected.num_rows, expected.num_columns) == (5, 3)
+    assert inv.primary_shape == (expected.num_rows, expected.num_columns) == (5, 7)
     res = engine.pull(sides.local_root, "densegen/demo", sides.transport, SyncOptions(verify="parquet"))
     assert (res.summary.verify_mode, res.summary.primary_remote.rows, res.summary.primary_remote.cols) == (
         "parquet",
         5,
-        3,
+        7,
     )
     assert tree(sides.local_root / "densegen/demo") == tree(sides.remote_root / "densegen/demo")
     write_records(sides.local_root / "densegen/demo/records.parquet", 9, tag="p")
