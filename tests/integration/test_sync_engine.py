@@ -22,6 +22,7 @@ from builders import make_dataset, tree, write_part, write_records  # noqa: E402
 from test_control_names import *  # noqa: E402,F403
 from test_engine import *  # noqa: E402,F403
 from test_engine_drills import *  # noqa: E402,F403
+from test_containment import *  # noqa: E402,F403
 from test_payload import *  # noqa: E402,F403
 
 from usrbatch import auditlog  # noqa: E402

@@ -330,3 +330,346 @@ def test_footer_reader_runs_without_pyarrow_importable(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": ""},
     )
     assert out.stdout.strip() == str(expected) == "[2, 2]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Payload validation: complete files, the core schema, overlay key columns, UTF-8 meta.md.
+
+
+def _core_table(n: int = 3, **override: pa.Array) -> pa.Table:
+    from usrbatch.dataset.schema import CORE_SCHEMA
+
+    seqs = ["ACGT" * (i + 1) for i in range(n)]
+    cols = {
+        "id": pa.array([f"id{i}" for i in range(n)], pa.string()),
+        "bio_type": pa.array(["dna"] * n, pa.string()),
+        "sequence": pa.array(seqs, pa.string()),
+        "alphabet": pa.array(["dna_4"] * n, pa.string()),
+        "length": pa.array([len(s) for s in seqs], pa.int32()),
+        "source": pa.array(["t"] * n, pa.string()),
+        "created_at": pa.array(
+            [datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)] * n, CORE_SCHEMA.field(6).type
+        ),
+    }
+    cols.update(override)
+    return pa.table(cols)
+
+
+def _problem(tmp_path: Path, table: pa.Table, kind: str, name: str = "t.parquet", **kw) -> str | None:
+    path = tmp_path / name
+    pq.write_table(table, path, **kw)
+    return agent.payload_problem(str(path), kind)
+
+
+def test_core_columns_are_the_dataset_core_schema() -> None:
+    from usrbatch.dataset.schema import CORE_SCHEMA
+
+    def arrow_words(t: pa.DataType) -> str:
+        return "timestamp[us, UTC]" if pa.types.is_timestamp(t) else str(t)
+
+    assert tuple((f.name, arrow_words(f.type)) for f in CORE_SCHEMA) == agent.CORE_COLUMNS
+    assert CORE_SCHEMA.field("created_at").type == pa.timestamp("us", tz="UTC")
+
+
+def test_records_of_real_datasets_and_extra_columns_are_valid(tmp_path: Path) -> None:
+    init_dataset(tmp_path, "ns/demo")
+    ds = tmp_path / "ns" / "demo"
+    assert agent.payload_problem(str(ds / "records.parquet"), "records") is None  # 0 rows, 1 empty row group
+    import_records(ds, [{"sequence": s} for s in ("ACGTACGTAA", "GGGCCCTTTA")])
+    assert agent.payload_problem(str(ds / "records.parquet"), "records") is None
+    for snap in (ds / "_snapshots").iterdir():
+        assert agent.payload_problem(str(snap), "snapshot") is None
+    assert agent.payload_problem(str(ds / "meta.md"), "meta") is None
+    wide = _core_table(4, mock__score=pa.array([0.5] * 4), vec=pa.array([[1.0]] * 4))
+    for kw in (
+        {},
+        {"row_group_size": 1},
+        {"compression": "none", "use_dictionary": False},
+        {"data_page_version": "2.0"},
+    ):
+        assert _problem(tmp_path, wide, "records", **kw) is None, kw
+    assert _problem(tmp_path, _core_table(0), "records") is None
+    untyped = _core_table(0, id=pa.array([], pa.null()))
+    assert _problem(tmp_path, untyped, "records") == "has core column 'id' as null, expected string"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"length": pa.array([1, 2, 3], pa.int64())}, "has core column 'length' as int64, expected int32"),
+        ({"length": pa.array([1, 2, 3], pa.int16())}, "has core column 'length' as int16, expected int32"),
+        ({"id": pa.array([1, 2, 3], pa.int64())}, "has core column 'id' as int64, expected string"),
+        (
+            {"sequence": pa.array([b"A", b"C", b"G"], pa.binary())},
+            "has core column 'sequence' as binary, expected string",
+        ),
+        (
+            {"created_at": pa.array([datetime.datetime(2026, 1, 1)] * 3, pa.timestamp("ms"))},
+            "has core column 'created_at' as timestamp[ms], expected timestamp[us, UTC]",
+        ),
+        (
+            {"created_at": pa.array([datetime.datetime(2026, 1, 1)] * 3, pa.timestamp("us"))},
+            "has core column 'created_at' as timestamp[us], expected timestamp[us, UTC]",
+        ),
+        ({"bio_type": pa.array([["dna"]] * 3)}, "has core column 'bio_type' as list, expected string"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None,
+)
+def test_records_with_a_wrong_core_type_are_refused(tmp_path: Path, override: dict, expected: str) -> None:
+    assert _problem(tmp_path, _core_table(3, **override), "records") == expected
+
+
+def test_records_missing_a_core_column_names_it_and_what_is_there(tmp_path: Path) -> None:
+    assert _problem(tmp_path, _core_table(2).drop_columns(["alphabet"]), "records") == (
+        "lacks core column 'alphabet' (columns: bio_type, created_at, id, length, sequence, source)"
+    )
+    assert _problem(tmp_path, pa.table({"x": [1]}), "records") == "lacks core column 'id' (columns: x)"
+    # a nested column named like a core one is not the core column
+    nested = _core_table(1).drop_columns(["source"]).append_column("source", pa.array([{"a": 1}]))
+    assert _problem(tmp_path, nested, "records") == "has core column 'source' as struct, expected string"
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "expected"),
+    [
+        (pa.table({"id": ["a"], "ns__x": [1.0]}), "id", None),
+        (pa.table({"id": ["a"], "ns__x": [1.0]}), None, None),
+        (pa.table({"sequence": ["ACGT"], "ns__x": [1.0]}), "sequence", None),
+        (pa.table({"sequence": ["ACGT"], "ns__x": [1.0]}), None, None),
+        (pa.table({"sequence": ["ACGT"], "ns__x": [1.0]}), "sequence_ci", None),
+        (pa.table({"sequence_norm": ["ACGT"], "ns__x": [1.0]}), "sequence_norm", None),
+        (pa.table({"ns__x": [1.0]}), None, "has no key column 'id' or 'sequence'"),
+        (pa.table({"sequence": ["ACGT"], "ns__x": [1.0]}), "id", "has no key column 'id'"),
+        (pa.table({"id": [1], "ns__x": [1.0]}), "id", "has key column 'id' as int64, expected string"),
+        (
+            pa.table({"id": ["a"]}),
+            "name",
+            "declares usr:overlay_key 'name', not one of id, sequence, sequence_norm, sequence_ci",
+        ),
+    ],
+)
+def test_overlay_key_column(tmp_path: Path, table: pa.Table, key: str | None, expected: str | None) -> None:
+    if key is not None:
+        table = table.replace_schema_metadata({"usr:overlay_key": key})
+    assert _problem(tmp_path, table, "overlay") == expected
+
+
+def test_public_tool_datasets_are_valid_payloads(tmp_path: Path) -> None:
+    """Every records, overlay (sequence-keyed, parts, archived), snapshot and meta.md the public
+    tool wrote (/work/shared/fixtures/public-usr) passes."""
+    import tarfile
+
+    fixture = Path("/work/shared/fixtures/public-usr/root.tar.gz")
+    if not fixture.is_file():
+        pytest.skip("public-usr fixtures not on this machine")
+    with tarfile.open(fixture) as tar:
+        tar.extractall(tmp_path, filter="data")
+    seen: dict[str, int] = {}
+    for records in (tmp_path / "root").rglob("records.parquet"):
+        ds = records.parent
+        for path in ds.rglob("*"):
+            kind = agent.payload_kind(path.relative_to(ds).as_posix())
+            if kind and path.is_file():
+                assert agent.payload_problem(str(path), kind) is None, path
+                seen[kind] = seen.get(kind, 0) + 1
+    assert set(seen) == {"records", "overlay", "snapshot", "meta"} and seen["overlay"] >= 6
+
+
+def test_payload_kind_of_dataset_paths() -> None:
+    kinds = {
+        "records.parquet": "records",
+        "meta.md": "meta",
+        "_derived/mock.parquet": "overlay",
+        "_derived/infer/part-1.parquet": "overlay",
+        "_derived/_archived/mock-20261126T121054068176Z.parquet": "overlay",
+        "_snapshots/records-20261126T121054066735.parquet": "snapshot",
+        "_snapshots/notes.parquet": None,
+        "_derived/infer/digest_ledger.json": None,
+        ".events.log": None,
+        "_registry/registry.abc.yaml": None,
+        "x/records.parquet": None,
+    }
+    assert {rel: agent.payload_kind(rel) for rel in kinds} == kinds
+
+
+def test_incomplete_files_are_refused_with_what_is_wrong(tmp_path: Path) -> None:
+    good = tmp_path / "good.parquet"
+    pq.write_table(_core_table(2000), good, row_group_size=500)
+    data = good.read_bytes()
+    flen = _footer_len(good)
+    footer = data[-8 - flen :]
+    cases = {
+        "empty": (b"", "file too small for parquet (0 bytes)"),
+        "zero-filled": (b"\x00" * len(data), "missing head magic PAR1"),
+        "junk": (os.urandom(4096), "missing head magic PAR1"),
+        "tail-cut": (data[:-1], "missing tail magic PAR1"),
+        "len-too-big": (data[:-8] + struct.pack("<I", len(data)) + b"PAR1", "footer length"),
+        "spliced": (data[:200] + footer, "lies outside the data region (4.."),
+        "data-cut": (data[: len(data) // 2] + footer, "lies outside the data region"),
+        "footer-damaged": (data[:-20] + b"\xff" * 12 + data[-8:], "is not a complete parquet file"),
+    }
+    for name, (blob, expected) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        path.write_bytes(blob)
+        for kind in ("records", "overlay", "snapshot"):
+            got = agent.payload_problem(str(path), kind)
+            assert got is not None and got.startswith("is not a complete parquet file: "), (name, got)
+            assert expected in got, (name, got)
+    assert agent.payload_problem(str(good), "records") is None
+    os.symlink(good, tmp_path / "link.parquet")
+    assert agent.payload_problem(str(tmp_path / "link.parquet"), "records").startswith("cannot be read")
+    assert agent.payload_problem(str(tmp_path), "records") == "is not a regular file"
+    with pytest.raises(agent.AgentError, match="unknown payload kind"):
+        agent.payload_problem(str(good), "nope")
+
+
+def test_footer_inconsistencies_are_refused(tmp_path: Path) -> None:
+    """Handmade footers: the schema tree, the row groups and their chunks must agree."""
+    leaf = _schema_element("a", None)
+    schema1 = _list_header(2, 12) + _schema_element("root", 1) + leaf
+
+    def chunk(offset: int, size: int) -> bytes:
+        meta = _struct([(1, 5, _zz(6)), (5, 6, _zz(1)), (7, 6, _zz(size)), (9, 6, _zz(offset))])
+        return _struct([(2, 6, _zz(offset)), (3, 12, meta)])
+
+    def group(chunks: list[bytes], rows: int) -> bytes:
+        return _struct([(1, 9, _list_header(len(chunks), 12) + b"".join(chunks)), (3, 6, _zz(rows))])
+
+    def footer(schema: bytes, rows: int, groups: list[bytes]) -> bytes:
+        return _struct(
+            [(2, 9, schema), (3, 6, _zz(rows)), (4, 9, _list_header(len(groups), 12) + b"".join(groups))]
+        )
+
+    cases = {
+        "ok": (footer(schema1, 5, [group([chunk(4, 32)], 5)]), None),
+        "two-chunks-one-column": (
+            footer(schema1, 5, [group([chunk(4, 16), chunk(20, 16)], 5)]),
+            "a row group has 2 column chunks for 1 columns",
+        ),
+        "rows-disagree": (
+            footer(schema1, 9, [group([chunk(4, 32)], 5)]),
+            "row groups hold 5 rows, the footer says 9",
+        ),
+        "chunk-past-data": (
+            footer(schema1, 5, [group([chunk(4, 33)], 5)]),
+            "lies outside the data region (4..36)",
+        ),
+        "chunk-in-head-magic": (
+            footer(schema1, 5, [group([chunk(0, 8)], 5)]),
+            "no page offset inside the file",
+        ),
+        "tree-too-short": (
+            footer(_list_header(2, 12) + _schema_element("root", 2) + leaf, 0, []),
+            "schema tree is missing elements",
+        ),
+        "tree-too-long": (
+            footer(_list_header(3, 12) + _schema_element("root", 1) + leaf + leaf, 0, []),
+            "schema has more elements than its tree describes",
+        ),
+        "external-chunk": (
+            footer(schema1, 5, [group([_struct([(1, 8, _binary(b"other.parquet")), (2, 6, _zz(4))])], 5)]),
+            "lives in another file",
+        ),
+    }
+    for name, (meta, expected) in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        _write_footer(path, meta)  # 32 data bytes: the data region is 4..36
+        got = agent.payload_problem(str(path), "snapshot")
+        assert (got is None) if expected is None else (expected in (got or "")), (name, got)
+
+
+def test_every_single_byte_corruption_of_the_footer_gives_an_answer(tmp_path: Path) -> None:
+    """Flip each footer byte: payload_problem answers None or a text, never raises."""
+    good = tmp_path / "good.parquet"
+    pq.write_table(_core_table(3), good)
+    data = bytearray(good.read_bytes())
+    flen = _footer_len(good)
+    bad = tmp_path / "bad.parquet"
+    refused = 0
+    for i in range(len(data) - 8 - flen, len(data) - 8, 3):
+        for value in (0x00, 0xFF):
+            copy = bytearray(data)
+            copy[i] = value
+            bad.write_bytes(bytes(copy))
+            got = agent.payload_problem(str(bad), "records")
+            assert got is None or isinstance(got, str)
+            refused += got is not None
+    assert refused > 0
+
+
+def test_meta_must_be_utf8_text(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.md"
+    cases = {
+        "name: demo\nnotes: ünïcödé ✓\n".encode(): None,
+        b"": None,
+        "café".encode("latin-1"): "is not UTF-8 text (invalid byte near offset 3)",
+        b"\x00" * 100: "holds a NUL byte at offset 0 (binary data, not text)",
+        b"ok\n" * 500_000 + b"\xff": "is not UTF-8 text (invalid byte near offset 1500000)",
+        b"ok" + "é".encode()[:1]: "is not UTF-8 text (invalid byte near offset 2)",  # cut mid-character
+    }
+    for blob, expected in cases.items():
+        meta.write_bytes(blob)
+        assert agent.payload_problem(str(meta), "meta") == expected
+
+
+def test_payload_checks_run_without_pyarrow_on_python_3_6_through_the_bootstrap(tmp_path: Path) -> None:
+    """The agent's apply validates uploads and snapshots the replaced primary on a bare old python3."""
+    import hashlib
+    import json
+
+    from usrbatch.transport import ssh_shell
+
+    olds = sorted((Path.home() / ".pyenv" / "versions").glob("3.6.*/bin/python3"))
+    python = str(olds[0]) if olds else sys.executable
+    ds = tmp_path / "ns" / "demo"
+    ds.mkdir(parents=True)
+    pq.write_table(_core_table(2), ds / "records.parquet")
+    old = (ds / "records.parquet").read_bytes()
+    pq.write_table(_core_table(5), ds / ".usrbatch-tmp-r")
+    (ds / ".usrbatch-tmp-j").write_bytes(b"\x00" * 100)
+
+    def apply(renames: list, payload: dict, snapshot: list | None = None) -> dict:
+        req = {"op": "apply", "base": str(tmp_path), "renames": renames, "removals": [], "payload": payload}
+        if snapshot:
+            req["snapshot"] = snapshot
+        out = subprocess.run(
+            [python, "-c", ssh_shell.BOOTSTRAP],
+            input=ssh_shell.agent_stdin(req),
+            capture_output=True,
+            timeout=30,
+        )
+        return json.loads(out.stdout.decode().splitlines()[-1])
+
+    refused = apply(
+        [
+            ["ns/demo/.usrbatch-tmp-j", "ns/demo/_derived/x/part-1.parquet"],
+            ["ns/demo/.usrbatch-tmp-r", "ns/demo/records.parquet"],
+        ],
+        {"ns/demo/.usrbatch-tmp-j": "overlay", "ns/demo/.usrbatch-tmp-r": "records"},
+    )
+    assert (
+        refused["ok"] is False
+        and refused["kind"] == "payload"
+        and refused["path"] == "ns/demo/.usrbatch-tmp-j"
+    )
+    assert refused["error"].startswith(
+        "post-push-payload: the uploaded copy of ns/demo/_derived/x/part-1.parquet"
+    )
+    assert "missing head magic PAR1" in refused["error"] and refused["hint"]
+    assert sorted(p.name for p in ds.iterdir()) == [
+        "records.parquet"
+    ]  # both uploads removed, nothing renamed
+    pq.write_table(_core_table(5), ds / ".usrbatch-tmp-r")
+    new = (ds / ".usrbatch-tmp-r").read_bytes()
+    snap = "ns/demo/_snapshots/records-20261126T000000123456.parquet"
+    done = apply(
+        [["ns/demo/.usrbatch-tmp-r", "ns/demo/records.parquet"]],
+        {"ns/demo/.usrbatch-tmp-r": "records"},
+        ["ns/demo/records.parquet", snap],
+    )
+    assert done["ok"] is True and done["result"]["snapshot"] == snap, done
+    assert (tmp_path / snap).read_bytes() == old and (ds / "records.parquet").read_bytes() == new
+    assert not list((ds / "_snapshots").glob(".usrbatch-tmp-*"))
+    again = apply([], {}, ["ns/demo/records.parquet", snap])  # never overwrites a snapshot
+    assert again["ok"] is False and "snapshot target already exists" in again["error"]
+    assert hashlib.sha256((tmp_path / snap).read_bytes()).hexdigest() == hashlib.sha256(old).hexdigest()

@@ -181,3 +181,63 @@ def test_event_lease_blocks_an_exclusive_appender_until_release(base):
 def test_lease_creates_the_dataset_dir(base):
     with LocalTransport(base).lease("ns/new", timeout=1):
         assert (base / "ns" / "new" / ".usr.lock").exists()
+
+
+# -- containment: nothing is written outside base_dir (as the ssh remote) -----------------------
+
+
+def _entries(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_every_operation_refuses_a_path_out_of_base_through_a_symlink(base, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "ds").mkdir(parents=True)
+    os.symlink(outside, base / "link")
+    t = LocalTransport(base)
+    src = tmp_path / "src"
+    src.write_bytes(b"S")
+    calls = {
+        "inventory": lambda: t.inventory("link/ds"),
+        "lease": lambda: t.lease("link/new", timeout=1).__enter__(),
+        "upload": lambda: t.upload([Transfer("link/ds/deep/.usrbatch-tmp-x", src, 1, sha(b"S"))]),
+        "download": lambda: t.download([Transfer("link/ds/x", tmp_path / "dl", 1, sha(b"S"))]),
+        "apply": lambda: t.apply([("ns/ds/records.parquet", "link/ds/records.parquet")], []),
+        "stat_file": lambda: t.stat_file("link/ds/x"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TransferError, match="escapes base_dir through a symlink"):
+            call()
+        assert _entries(outside) == ["ds"], name
+    assert (base / "ns/ds/records.parquet").exists()  # the refused rename moved nothing
+
+
+def test_a_symlink_that_stays_inside_base_is_followed(base):
+    os.symlink(base / "ns", base / "alias")
+    t = LocalTransport(base)
+    assert t.inventory("alias/ds").files.keys() == t.inventory("ns/ds").files.keys()
+    with t.lease("alias/ds2", timeout=1):
+        assert (base / "ns" / "ds2" / ".usr.lock").exists()
+
+
+def test_lease_refuses_a_dataset_dir_symlinked_out_of_base(base, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, base / "ns" / "evil")
+    with (
+        pytest.raises(
+            TransferError, match=r"Remote dataset lock for 'ns/evil' on local:.* refused: .*escapes"
+        ),
+        LocalTransport(base).lease("ns/evil", timeout=1),
+    ):
+        pass
+    assert list(outside.iterdir()) == []
+
+
+def test_missing_base_dir_is_reported_with_the_fix(tmp_path):
+    missing = tmp_path / "absent" / "usr"
+    t = LocalTransport(missing)
+    for call in (lambda: t.inventory("ns/ds"), lambda: t.lease("ns/ds", timeout=1).__enter__()):
+        with pytest.raises(TransferError, match=rf"base_dir {missing} does not exist; create it \(mkdir -p"):
+            call()
+    assert not (tmp_path / "absent").exists()

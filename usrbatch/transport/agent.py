@@ -498,7 +498,8 @@ _PHYSICAL[7] = "fixed_size_binary"
 _CONVERTED = {0: "string", 6: "date32", 9: "timestamp[ms, UTC]", 10: "timestamp[us, UTC]"}
 _CONVERTED.update({11: "uint8", 12: "uint16", 13: "uint32", 14: "uint64", 15: "int8", 16: "int16"})
 _CONVERTED.update({17: "int32", 18: "int64", 19: "json", 5: "decimal"})
-_LOGICAL_OTHER = {2: "map", 3: "list", 4: "enum", 5: "decimal", 6: "date32", 7: "time", 12: "json"}
+_LOGICAL_OTHER = {2: "map", 3: "list", 4: "enum", 5: "decimal", 6: "date32", 7: "time", 11: "null"}
+_LOGICAL_OTHER.update({12: "json", 13: "bson", 14: "uuid", 15: "float16"})
 
 
 def _is_snapshot_name(name):
@@ -790,19 +791,20 @@ def _overlay_problem(info):
 
 def _text_problem(fh):
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
+    consumed = 0
     while True:
         block = fh.read(CHUNK)
         nul = block.find(b"\x00")
         if nul >= 0:
-            return "holds a NUL byte at offset %d (binary data, not text)" % (offset + nul)
+            return "holds a NUL byte at offset %d (binary data, not text)" % (consumed + nul)
+        pending = len(decoder.getstate()[0])  # bytes of a character cut at the previous block's end
         try:
             decoder.decode(block, not block)
         except UnicodeDecodeError as exc:
-            return "is not UTF-8 text (invalid byte near offset %d)" % (offset + exc.start)
+            return "is not UTF-8 text (invalid byte near offset %d)" % (consumed - pending + exc.start)
         if not block:
             return None
-        offset += len(block)
+        consumed += len(block)
 
 
 def payload_problem(path, kind):
@@ -815,10 +817,11 @@ def payload_problem(path, kind):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         return "cannot be read (%s)" % (exc.strerror or exc)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return "is not a regular file"
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            return "is not a regular file"
         if kind == "meta":
             return _text_problem(fh)
         try:
