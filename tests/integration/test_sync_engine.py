@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
 import paramiko  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from builders import make_dataset, tree, write_part, write_records  # noqa: E402
+from test_containment import *  # noqa: E402,F403
 from test_control_names import *  # noqa: E402,F403
 from test_engine import *  # noqa: E402,F403
 from test_engine_drills import *  # noqa: E402,F403
-from test_containment import *  # noqa: E402,F403
 from test_payload import *  # noqa: E402,F403
 
 from usrbatch import auditlog  # noqa: E402
