@@ -546,6 +546,7 @@ def test_footer_inconsistencies_are_refused(tmp_path: Path) -> None:
             footer(schema1, 5, [group([chunk(4, 16), chunk(20, 16)], 5)]),
             "a row group has 2 column chunks for 1 columns",
         ),
+        "rows-without-groups": (footer(schema1, 5, []), "the footer says 5 rows but holds no row groups"),
         "rows-disagree": (
             footer(schema1, 9, [group([chunk(4, 32)], 5)]),
             "row groups hold 5 rows, the footer says 9",

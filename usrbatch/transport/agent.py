@@ -699,6 +699,8 @@ def describe_parquet(fh, size):
             raise ParquetFooterError("a row group has %d column chunks for %d columns" % (chunks, leaves))
         if group_rows is None or group_rows < 0:
             raise ParquetFooterError("a row group lacks its row count")
+    if not groups and rows > 0:
+        raise ParquetFooterError("the footer says %d rows but holds no row groups" % rows)
     if groups and sum(g[1] for g in groups) != rows:
         raise ParquetFooterError(
             "row groups hold %d rows, the footer says %d" % (sum(g[1] for g in groups), rows)
