@@ -390,7 +390,7 @@ def pull(
                         now = capture_validated_revision(local_dir / EVENTS)
                         if now != local_rev:
                             raise VerificationError(LOCAL_CHANGED)
-                    kept = pl.keep_replaced_local(local_dir, obs.local, plan.send, plan.delete)
+                    kept = pl.keep_replaced_local(ds, local_dir, obs.local, plan.send, plan.delete)
                     if kept:
                         notes.append(f"{KEPT_LOCAL} {kept}.")
                     stg.write_journal(
@@ -545,7 +545,7 @@ def push(
         if not plan.has_change:
             return _done("push", ds, plan.summary, opts, started, locked=True, notes=notes)
         local_state = SidecarState.of(sections(obs.local))
-        pl.check_local(local_dir, plan.send)  # pre-push-payload
+        pl.check_local(ds, local_dir, plan.send)  # pre-push-payload
 
         token = secrets.token_hex(6)
         # Content-addressed temp names: a push cut off mid-file leaves its temp, and the next

@@ -80,46 +80,46 @@ _PUSH_FIX = {
 }
 
 
-def _refuse(context: str, problems: list[PayloadProblem], where: str, outcome: str, fix: str) -> None:
+def _check(
+    context: str,
+    ds: str,
+    directory: Path,
+    sent: Sequence[FileEntry],
+    where: str,
+    outcome: str,
+    fixes: dict[str, str],
+) -> None:
+    """Raise VerificationError `<context>: <where>/<path> is not a valid <kind>: it <problem>.`
+    (+ the outcome and the kind's fix as hint) when a file to send is not a valid payload."""
+    problems = find_problems(directory, [e.path for e in sent])
+    if not problems:
+        return
     first = problems[0]
     more = ""
     if len(problems) > 1:
         more = f" ({len(problems) - 1} more invalid: {', '.join(p.path for p in problems[1:4])})"
     for p in problems:
         get_logger().info(
-            "sync.payload.refused", context=context, path=p.path, kind=p.kind, problem=p.problem
+            "sync.payload.refused", dataset=ds, context=context, path=p.path, kind=p.kind, problem=p.problem
         )
     raise VerificationError(
         f"{context}: {where}/{first.path} is not a valid {agent.KIND_TEXT[first.kind]}: it "
         f"{first.problem}.{more} {outcome}",
-        hint=fix,
+        hint=fixes[first.kind],
     )
 
 
 def check_staged(ds: str, staging: Path, sent: Sequence[FileEntry], remote_label: str) -> None:
     """Pull: refuse (`post-pull-payload`) when a staged file is not a valid payload, before promotion."""
-    problems = find_problems(staging, [e.path for e in sent])
-    if problems:
-        _refuse(
-            PULL_CONTEXT,
-            problems,
-            f"remote {remote_label}/{ds}",
-            "Nothing was promoted: the local dataset is unchanged.",
-            _PULL_FIX[problems[0].kind],
-        )
+    outcome = "Nothing was promoted: the local dataset is unchanged."
+    _check(PULL_CONTEXT, ds, staging, sent, f"remote {remote_label}/{ds}", outcome, _PULL_FIX)
 
 
-def check_local(local_dir: Path, sent: Sequence[FileEntry]) -> None:
+def check_local(ds: str, local_dir: Path, sent: Sequence[FileEntry]) -> None:
     """Push: refuse (`pre-push-payload`) when a local file to send is not a valid payload."""
-    problems = find_problems(local_dir, [e.path for e in sent])
-    if problems:
-        _refuse(
-            PUSH_CONTEXT,
-            problems,
-            f"local {local_dir}",
-            "Nothing was uploaded: the remote dataset is unchanged.",
-            _PUSH_FIX[problems[0].kind].format(dir=local_dir),
-        )
+    outcome = "Nothing was uploaded: the remote dataset is unchanged."
+    fixes = {kind: fix.format(dir=local_dir) for kind, fix in _PUSH_FIX.items()}
+    _check(PUSH_CONTEXT, ds, local_dir, sent, f"local {local_dir}", outcome, fixes)
 
 
 def upload_kinds(temps: Mapping[str, str]) -> dict[str, str]:
@@ -161,7 +161,7 @@ def snapshot_name(taken: Iterable[str]) -> str:
 
 
 def keep_replaced_local(
-    local_dir: Path, local: Inventory, sent: Sequence[FileEntry], deleted: Iterable[str]
+    ds: str, local_dir: Path, local: Inventory, sent: Sequence[FileEntry], deleted: Iterable[str]
 ) -> str | None:
     """Pull, under the local locks and before promotion: snapshot the local records.parquet the
     staged one replaces (see replaces_unsaved_primary). Returns the snapshot's path in the dataset or None."""
@@ -169,7 +169,7 @@ def keep_replaced_local(
         return None
     made = snapshot_records(local_dir, keep=None)
     rel = f"{SNAPSHOTS_DIR}/{made.name}"
-    get_logger().info("sync.snapshot", side="local", path=rel, reason="replaced by pull")
+    get_logger().info("sync.snapshot", dataset=ds, side="local", path=rel, reason="replaced by pull")
     return rel
 
 
@@ -198,6 +198,6 @@ def set_aside_snapshot(
             f"{'missing' if entry is None else 'not a copy of it'} after apply.",
             hint="Inspect the remote _snapshots/ before the next push.",
         )
-    get_logger().info("sync.snapshot", side="remote", path=rel, reason="replaced by push")
+    get_logger().info("sync.snapshot", dataset=ds, side="remote", path=rel, reason="replaced by push")
     files = {k: v for k, v in after.files.items() if k != rel}
     return dataclasses.replace(after, files=files), rel
