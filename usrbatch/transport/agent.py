@@ -1069,7 +1069,7 @@ def _snapshot_copy(base, snapshot):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         h = hashlib.sha256()
         try:
-            with os.fdopen(os.open(tmp, flags, 0o644), "wb") as fout:
+            with os.fdopen(os.open(tmp, flags, 0o666), "wb") as fout:  # umask decides
                 while True:
                     block = fin.read(CHUNK)
                     if not block:
