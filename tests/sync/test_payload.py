@@ -166,7 +166,9 @@ def test_transport_apply_refuses_an_invalid_temp_and_removes_it(sides, tmp_path)
     junk.write_bytes(b"\x00" * 4096)
     temp = f"{DS}/_derived/densegen/.usrbatch-tmp-x-part-new.parquet"
     sides.transport.upload([Transfer(temp, junk, 4096, _sha(junk.read_bytes()))])
-    with pytest.raises(VerificationError, match=r"^post-push-payload: the uploaded copy of .*part-new\.parquet"):
+    with pytest.raises(
+        VerificationError, match=r"^post-push-payload: the uploaded copy of .*part-new\.parquet"
+    ):
         sides.transport.apply(
             [(temp, f"{DS}/_derived/densegen/part-new.parquet")],
             [f"{DS}/meta.md"],
@@ -195,7 +197,9 @@ def test_push_snapshots_a_replaced_remote_primary_no_snapshot_holds(sides):
     assert list(new.values()) == [lost]
     name = next(iter(new))
     assert any(f"_snapshots/{name} on {sides.transport.label}" in n for n in res.notes)
-    assert (remote / "records.parquet").read_bytes() == (sides.local_root / DS / "records.parquet").read_bytes()
+    assert (remote / "records.parquet").read_bytes() == (
+        sides.local_root / DS / "records.parquet"
+    ).read_bytes()
     diff = engine.plan_diff(sides.local_root, DS, sides.transport)
     assert diff.summary.changes["snapshots_name_diff"]  # the kept copy shows until it is pulled
     engine.pull(sides.local_root, DS, sides.transport)
@@ -213,7 +217,9 @@ def test_pull_snapshots_a_replaced_local_primary_no_snapshot_holds(sides):
     new = {k: v for k, v in _snapshots(local).items() if k not in before}
     assert list(new.values()) == [lost]
     assert any(f"is kept as _snapshots/{next(iter(new))}" in n for n in res.notes)
-    assert (local / "records.parquet").read_bytes() == (sides.remote_root / DS / "records.parquet").read_bytes()
+    assert (local / "records.parquet").read_bytes() == (
+        sides.remote_root / DS / "records.parquet"
+    ).read_bytes()
 
 
 def test_a_replacement_whose_old_primary_is_snapshotted_adds_no_snapshot(sides):
