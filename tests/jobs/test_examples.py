@@ -36,6 +36,6 @@ def test_render_unknown_step_names_the_choices(capsys) -> None:
         main(["render", "densegen", "--config", str(REPO / "examples" / "bu-scc-jobs.yaml")])
     assert info.value.code == 2
     assert (
-        "no step named 'densegen' (steps: densegen-cpu, sync-push, infer-cpu, sync-pull)"
+        "no step named 'densegen' (steps: sync-pull, densegen-cpu, infer-cpu, sync-push)"
         in capsys.readouterr().out
     )

@@ -93,7 +93,7 @@ def test_defaults_and_relative_paths(write_spec, tmp_path: Path) -> None:
     assert spec.root == tmp_path / "rel" / "root"
     assert spec.scheduler == "local" and spec.iterations == 1 and spec.loop_id == "loop"
     assert [s.kind for s in spec.steps] == [s["kind"] for s in DEFAULT_STEPS]
-    assert [s.name for s in spec.steps] == ["densegen", "sync-push", "infer", "sync-pull"]
+    assert [s.name for s in spec.steps] == ["densegen", "sync-push", "infer", "sync-push-infer"]
     assert spec.loop_dir == tmp_path / "rel" / "root" / ".usrbatch" / "loops" / "loop"
     assert Path(spec.steps[0].args["tfbs"]).name == "tfbs.csv"
 

@@ -28,12 +28,16 @@ TIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 MEM = re.compile(r"^\d+(\.\d+)?[KMGT]?B?$", re.IGNORECASE)
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 SYNC_ACTIONS = ("push", "pull", "diff")
+# The default iteration is the "write here, push there" topology (docs/loops.md): every step that
+# writes the local root is followed by a push, so the remote always extends the local history.
 DEFAULT_STEPS: tuple[dict[str, Any], ...] = (
     {"kind": "densegen"},
     {"kind": "sync", "action": "push"},
     {"kind": "infer"},
-    {"kind": "sync", "action": "pull"},
+    {"kind": "sync", "action": "push", "name": "sync-push-infer"},
 )
+# Step kinds that write the loop's root unless the step says `writes: false`.
+WRITING_KINDS = frozenset({"densegen", "infer"})
 TOP_KEYS = {
     "name": "loop id (default: the config file name without extension)",
     "dataset": "dataset id, e.g. densegen/demo",
@@ -92,6 +96,7 @@ class StepSpec:
     kind: str
     resources: Resources
     args: dict[str, Any]
+    writes: bool = False  # writes the loop's root (densegen, infer; `writes:` overrides)
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ def _step(path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path)
     if kind not in STEP_KINDS:
         raise _err(path, f"{where}.kind", f"unknown step kind '{kind}' (expected {', '.join(STEP_KINDS)})")
     spec_keys = KIND_KEYS[kind]
-    _check_keys(path, where, raw, ["kind", "name", "resources", *spec_keys])
+    _check_keys(path, where, raw, ["kind", "name", "resources", "writes", *spec_keys])
     args: dict[str, Any] = {}
     for key, default in spec_keys.items():
         if key in raw:
@@ -223,7 +228,12 @@ def _step(path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path)
         path, f"{where}.name", raw.get("name", default_name), pattern=NAME, hint="letters, digits, _ . -"
     )
     resources = _resources(path, f"{where}.resources", raw.get("resources"), base_res)
-    return StepSpec(name=name, kind=kind, resources=resources, args=args)
+    writes = raw.get("writes", kind in WRITING_KINDS)
+    if not isinstance(writes, bool):
+        raise _err(path, f"{where}.writes", f"expected true or false, got {writes!r}")
+    if kind == "sync" and writes:
+        raise _err(path, f"{where}.writes", "a sync step cannot be marked as writing (remove writes:)")
+    return StepSpec(name=name, kind=kind, resources=resources, args=args, writes=writes)
 
 
 def default_tfbs() -> Path | None:

@@ -33,6 +33,7 @@ from usrbatch.jobs.loop import (
 from usrbatch.jobs.record import jobs_dir, read_outcome
 from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, make_scheduler
 from usrbatch.jobs.status import iter_audit
+from usrbatch.jobs.topology import check_step_order
 
 SGE_FAIL_EXIT = 100  # SGE puts a job exiting 100 in Eqw, and its -hold_jid dependents stay held
 
@@ -236,6 +237,7 @@ def submit_loop(
     """Render and submit every job not yet submitted; see the module docstring for the guarantees."""
     loop_dir = spec.loop_dir
     n_iter = iterations or spec.iterations
+    check_step_order(spec, n_iter)  # before anything is rendered, written or submitted
     sched = scheduler or make_scheduler(spec.scheduler, loop_dir=loop_dir)
     result = SubmitResult(loop_id=spec.loop_id, loop_dir=loop_dir)
     if dry_run:
