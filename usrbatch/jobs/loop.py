@@ -49,14 +49,22 @@ TOP_KEYS = {
     "account": "Slurm account (--account)",
     "partition": "Slurm partition (--partition)",
     "iterations": "number of iterations",
-    "resources": "default resources for every step",
+    "resources": "default resources for every step (time, cpus, mem, mem_per_core, gpus, gpu_type, gpu_capability)",
+    "setup": "shell lines every job runs before its step (module load ..., source .../activate)",
+    "env": "environment variables every job exports (no secrets: source them from a file in setup:)",
+    "directives": "extra scheduler directive lines per scheduler ({sge: [...], slurm: [...]})",
+    "mail": "e-mail address told when a job ends or fails (SGE -m ea -M, Slurm --mail-type=END,FAIL)",
     "steps": "the steps of one iteration",
     "loops_dir": "where loop dirs live (default <root>/.usrbatch/loops)",
     "templates_dir": "your own template directory (searched before the shipped one)",
     "python": "interpreter the jobs run usrbatch with (default: this one)",
     "workdir": "directory jobs start in (default: the loop dir)",
 }
-RESOURCE_KEYS = ("time", "cpus", "mem", "mem_per_core")
+RESOURCE_KEYS = ("time", "cpus", "mem", "mem_per_core", "gpus", "gpu_type", "gpu_capability")
+CAPABILITY = re.compile(r"^\d+(\.\d+)?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
+JOB_KEYS = ("setup", "env", "directives", "mail")  # loop-wide defaults, per-step overrides
 # Per kind: allowed keys -> default (None: optional, no default; REQUIRED: must be given).
 REQUIRED = object()
 KIND_KEYS: dict[str, dict[str, Any]] = {
@@ -88,6 +96,22 @@ class Resources:
     project: str | None = None
     account: str | None = None
     partition: str | None = None
+    gpus: int = 0
+    gpu_type: str | None = None
+    gpu_capability: str | None = None  # minimum compute capability, e.g. "8.9" (SGE gpu_c)
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """How a job's shell is prepared: setup lines, exported variables, extra directives, mail."""
+
+    setup: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    directives: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (scheduler, lines)
+    mail: str | None = None
+
+    def directives_for(self, scheduler: str) -> tuple[str, ...]:
+        return dict(self.directives).get(scheduler, ())
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,7 @@ class StepSpec:
     resources: Resources
     args: dict[str, Any]
     writes: bool = False  # writes the loop's root (densegen, infer; `writes:` overrides)
+    job_env: JobEnv = JobEnv()
 
 
 @dataclass(frozen=True)
@@ -172,7 +197,68 @@ def _resources(path: Path, where: str, data: Any, base: Resources) -> Resources:
     for key in ("mem", "mem_per_core"):
         if key in data:
             values[key] = _str(path, f"{where}.{key}", data[key], pattern=MEM, hint="use e.g. 4G or 512M")
+    if "gpus" in data:
+        values["gpus"] = _int(path, f"{where}.gpus", data["gpus"], minimum=0)
+    if "gpu_type" in data:
+        values["gpu_type"] = _str(path, f"{where}.gpu_type", data["gpu_type"], pattern=NAME)
+    if "gpu_capability" in data:
+        values["gpu_capability"] = _str(
+            path, f"{where}.gpu_capability", data["gpu_capability"], pattern=CAPABILITY, hint="use e.g. 8.9"
+        )
+    if (values["gpu_type"] or values["gpu_capability"]) and not values["gpus"]:
+        raise _err(path, f"{where}.gpus", "required (>= 1) when gpu_type or gpu_capability is set")
     return Resources(**values)
+
+
+def _job_env(path: Path, where: str, data: dict, base: JobEnv) -> JobEnv:
+    """setup/env/directives/mail of `data` over `base`: env merges by name, the others replace."""
+    prefix = f"{where}." if where else ""
+    setup, env, directives, mail = base.setup, dict(base.env), dict(base.directives), base.mail
+    if "setup" in data:
+        raw = data["setup"]
+        raw = [raw] if isinstance(raw, str) else raw
+        if not isinstance(raw, list) or not all(isinstance(x, str) and x.strip() for x in raw):
+            raise _err(path, f"{prefix}setup", "expected a list of shell lines (strings)")
+        setup = tuple(raw)
+    if "env" in data:
+        raw = data["env"]
+        if not isinstance(raw, dict):
+            raise _err(path, f"{prefix}env", f"expected a mapping NAME: value, got {type(raw).__name__}")
+        from usrbatch.redaction import has_secret
+
+        for key, value in raw.items():
+            label = f"{prefix}env.{key}"
+            if not isinstance(key, str) or not ENV_NAME.match(key):
+                raise _err(path, label, "invalid variable name (letters, digits, _; not starting with a digit)")
+            if key.startswith(("USRBATCH_", "USR_ACTOR_")):
+                raise _err(path, label, "USRBATCH_* and USR_ACTOR_* are set by usrbatch; choose another name")
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                raise _err(path, label, f"expected a string or number, got {value!r}")
+            if has_secret(f"{key}={value}"):
+                raise _err(
+                    path,
+                    label,
+                    "looks like a secret; job scripts never hold one. Keep it in a file only you can "
+                    "read and load it in setup: (e.g. `source ~/.config/usrbatch/secrets.sh`)",
+                )
+            env[key] = str(value)
+    if "directives" in data:
+        raw = data["directives"]
+        if not isinstance(raw, dict):
+            raise _err(path, f"{prefix}directives", "expected a mapping {sge: [lines], slurm: [lines]}")
+        for sched, lines in raw.items():
+            label = f"{prefix}directives.{sched}"
+            if sched not in ("sge", "slurm"):
+                raise _err(path, label, "unknown scheduler (expected sge or slurm)")
+            lines = [lines] if isinstance(lines, str) else lines
+            if not isinstance(lines, list) or not all(
+                isinstance(x, str) and x.strip() and "\n" not in x for x in lines
+            ):
+                raise _err(path, label, "expected a list of one-line directives, e.g. '-l h_vmem=4G'")
+            directives[sched] = tuple(x.strip() for x in lines)
+    if "mail" in data:
+        mail = _str(path, f"{prefix}mail", data["mail"], pattern=MAIL, hint="one address, e.g. me@bu.edu")
+    return JobEnv(setup=setup, env=tuple(env.items()), directives=tuple(directives.items()), mail=mail)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -180,7 +266,9 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).absolute()
 
 
-def _step(path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path) -> StepSpec:
+def _step(
+    path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path, base_env: JobEnv = JobEnv()
+) -> StepSpec:
     where = f"steps[{index}]"
     if not isinstance(raw, dict):
         raise _err(path, where, f"expected a mapping with a 'kind', got {raw!r}")
@@ -190,7 +278,7 @@ def _step(path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path)
     if kind not in STEP_KINDS:
         raise _err(path, f"{where}.kind", f"unknown step kind '{kind}' (expected {', '.join(STEP_KINDS)})")
     spec_keys = KIND_KEYS[kind]
-    _check_keys(path, where, raw, ["kind", "name", "resources", "writes", *spec_keys])
+    _check_keys(path, where, raw, ["kind", "name", "resources", "writes", *JOB_KEYS, *spec_keys])
     args: dict[str, Any] = {}
     for key, default in spec_keys.items():
         if key in raw:
@@ -233,7 +321,8 @@ def _step(path: Path, index: int, raw: Any, base_res: Resources, base_dir: Path)
         raise _err(path, f"{where}.writes", f"expected true or false, got {writes!r}")
     if kind == "sync" and writes:
         raise _err(path, f"{where}.writes", "a sync step cannot be marked as writing (remove writes:)")
-    return StepSpec(name=name, kind=kind, resources=resources, args=args, writes=writes)
+    job_env = _job_env(path, where, raw, base_env)
+    return StepSpec(name=name, kind=kind, resources=resources, args=args, writes=writes, job_env=job_env)
 
 
 def default_tfbs() -> Path | None:
@@ -279,7 +368,17 @@ def parse_spec(data: Any, path: Path) -> LoopSpec:
     raw_steps = data.get("steps", list(DEFAULT_STEPS))
     if not isinstance(raw_steps, list) or not raw_steps:
         raise _err(path, "steps", "expected a non-empty list of steps")
-    steps = tuple(_step(path, i, raw, base_res, base_dir) for i, raw in enumerate(raw_steps))
+    base_env = _job_env(path, "", data, JobEnv())
+    steps = tuple(_step(path, i, raw, base_res, base_dir, base_env) for i, raw in enumerate(raw_steps))
+    if scheduler == "slurm":
+        for i, step in enumerate(steps):
+            if step.resources.gpu_capability:
+                raise _err(
+                    path,
+                    f"steps[{i}].resources.gpu_capability",
+                    "Slurm has no compute-capability request; use gpu_type: (--gres=gpu:TYPE:N) or "
+                    "directives: {slurm: ['--constraint=...']}",
+                )
     seen: dict[str, int] = {}
     for i, step in enumerate(steps):
         if step.name in seen:
