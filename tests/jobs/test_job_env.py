@@ -34,14 +34,24 @@ def test_sge_gpu_job_like_the_labs_evo2_job(write_spec, tmp_path) -> None:
     text = _render(write_spec, "sge", step, **LOOP_WIDE)
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash -l"
-    for want in ("#$ -S /bin/bash", "#$ -pe omp 4", "#$ -l mem_per_core=8G", "#$ -l gpus=1", "#$ -l gpu_c=8.9"):
+    for want in (
+        "#$ -S /bin/bash",
+        "#$ -pe omp 4",
+        "#$ -l mem_per_core=8G",
+        "#$ -l gpus=1",
+        "#$ -l gpu_c=8.9",
+    ):
         assert want in lines, want
-    assert ["#$ -m ea", "#$ -M me@bu.edu"] == [ln for ln in lines if ln.startswith(("#$ -m", "#$ -M"))]
+    assert [ln for ln in lines if ln.startswith(("#$ -m", "#$ -M"))] == ["#$ -m ea", "#$ -M me@bu.edu"]
     assert "#$ -l h_vmem=4G" in lines and "--qos=gpu" not in text  # only this scheduler's directives
     assert "export MODEL=evo2_40b" in lines and "export OMP_PLACES=cores" in lines  # env merges by name
     # set-up runs after cd, before the step, with set -u off meanwhile
     start = lines.index("set +u")
-    assert lines[start + 1 : start + 4] == ["module load cuda/12.5", "source /proj/venv/bin/activate", "set -u"]
+    assert lines[start + 1 : start + 4] == [
+        "module load cuda/12.5",
+        "source /proj/venv/bin/activate",
+        "set -u",
+    ]
     assert lines.index("nvidia-smi") > start
     path = tmp_path / "job.sh"
     path.write_text(text)
@@ -49,7 +59,12 @@ def test_sge_gpu_job_like_the_labs_evo2_job(write_spec, tmp_path) -> None:
 
 
 def test_slurm_gpu_job_and_step_overrides(write_spec) -> None:
-    step = {**STEP, "resources": {"gpus": 2, "gpu_type": "a100"}, "setup": ["module load cuda"], "mail": "x@y.org"}
+    step = {
+        **STEP,
+        "resources": {"gpus": 2, "gpu_type": "a100"},
+        "setup": ["module load cuda"],
+        "mail": "x@y.org",
+    }
     lines = _render(write_spec, "slurm", step, **LOOP_WIDE, directives={"slurm": ["--qos=gpu"]}).splitlines()
     assert lines[0] == "#!/bin/bash -l"
     assert "#SBATCH --gres=gpu:a100:2" in lines
@@ -69,10 +84,19 @@ def test_local_scripts_stay_plain_and_cpu_steps_ask_no_gpu(write_spec) -> None:
     ("top", "message"),
     [
         ({"resources": {"gpus": -1}}, "resources.gpus: expected an integer >= 0"),
-        ({"resources": {"gpu_capability": "8.9"}}, "resources.gpus: required (>= 1) when gpu_type or gpu_capability"),
-        ({"resources": {"gpus": 1, "gpu_capability": "ampere"}}, "resources.gpu_capability: invalid value 'ampere'"),
+        (
+            {"resources": {"gpu_capability": "8.9"}},
+            "resources.gpus: required (>= 1) when gpu_type or gpu_capability",
+        ),
+        (
+            {"resources": {"gpus": 1, "gpu_capability": "ampere"}},
+            "resources.gpu_capability: invalid value 'ampere'",
+        ),
         ({"env": {"1X": "a"}}, "env.1X: invalid variable name"),
-        ({"env": {"USRBATCH_STEP": "a"}}, "env.USRBATCH_STEP: USRBATCH_* and USR_ACTOR_* are set by usrbatch"),
+        (
+            {"env": {"USRBATCH_STEP": "a"}},
+            "env.USRBATCH_STEP: USRBATCH_* and USR_ACTOR_* are set by usrbatch",
+        ),
         ({"env": {"HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz123456"}}, "env.HF_TOKEN: looks like a secret"),
         ({"setup": [1]}, "setup: expected a list of shell lines"),
         ({"directives": {"pbs": ["-q x"]}}, "directives.pbs: unknown scheduler"),

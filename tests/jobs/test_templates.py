@@ -31,7 +31,9 @@ def test_every_kind_renders_and_parses_with_bash(write_spec, scheduler: str, tmp
     spec = _spec(write_spec, scheduler)
     for job in plan_jobs(spec, 1):
         script = render_job(spec, job)
-        assert script.startswith("#!/bin/bash\n")
+        # a login shell on the clusters (site profiles define `module`); SGE also needs -S
+        shebang = "#!/bin/bash\n" if scheduler == "local" else "#!/bin/bash -l\n"
+        assert script.startswith(shebang + ("#$ -S /bin/bash\n" if scheduler == "sge" else ""))
         assert "set -euo pipefail" in script
         assert "export USR_ACTOR_TOOL=" in script and "export USR_ACTOR_RUN_ID=" in script
         assert "-m usrbatch.jobs.record" in script and "_ub_record start" in script

@@ -229,7 +229,9 @@ def _job_env(path: Path, where: str, data: dict, base: JobEnv) -> JobEnv:
         for key, value in raw.items():
             label = f"{prefix}env.{key}"
             if not isinstance(key, str) or not ENV_NAME.match(key):
-                raise _err(path, label, "invalid variable name (letters, digits, _; not starting with a digit)")
+                raise _err(
+                    path, label, "invalid variable name (letters, digits, _; not starting with a digit)"
+                )
             if key.startswith(("USRBATCH_", "USR_ACTOR_")):
                 raise _err(path, label, "USRBATCH_* and USR_ACTOR_* are set by usrbatch; choose another name")
             if isinstance(value, bool) or not isinstance(value, str | int | float):
