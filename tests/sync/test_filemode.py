@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from builders import add_event, make_dataset
+from builders import add_event, make_dataset, write_records
 
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
@@ -367,7 +367,7 @@ def test_file_inside_a_dataset_takes_no_lock_and_leaves_its_event_log(fm: FileSi
     add_event(remote_ds, "import_rows", rows=4)
     local_log, remote_log = (ds / ".events.log").read_bytes(), (remote_ds / ".events.log").read_bytes()
     run(fm, "push", ds / "records.parquet")
-    write_table(remote_ds / "records.parquet", 2)
+    write_records(remote_ds / "records.parquet", 2, tag="f")
     run(fm, "pull", ds / "records.parquet")
     assert (ds / ".events.log").read_bytes() == local_log
     assert (remote_ds / ".events.log").read_bytes() == remote_log
@@ -462,3 +462,61 @@ def test_push_keeps_the_local_mtime(fm: FileSides) -> None:
     os.utime(local, ns=(1_767_225_600_123_456_789, 1_767_225_600_123_456_789))
     assert run(fm, "push", local).transfer_state == "TRANSFERRED"
     assert remote.stat().st_mtime_ns == 1_767_225_600_123_456_789
+
+
+# -- payloads: a FILE-mode transfer never replaces a good file with junk --------------------------
+
+
+@pytest.mark.parametrize("name", ["records.parquet", "scores.parquet", "meta.md"])
+def test_invalid_payloads_are_refused_both_ways_and_both_files_stay(fm: FileSides, name: str) -> None:
+    """junk (zero-filled) bytes named records.parquet, any .parquet or meta.md: refused before they
+    replace the other side's file (`post-pull-payload`, `pre-push-payload`); both files stay."""
+    rel = f"usr/densegen/demo/{name}"
+    local, remote = fm.local_repo / rel, fm.remote_repo / rel
+    for path in (local, remote):
+        if name == "meta.md":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("name: demo\n")
+        else:
+            write_records(path, 3)
+    good = local.read_bytes()
+    remote.write_bytes(bytes(len(good) + 7))
+    junk = remote.read_bytes()
+    with pytest.raises(VerificationError, match=rf"^post-pull-payload: remote .*/{name} is not a valid "):
+        run(fm, "pull", local)
+    assert local.read_bytes() == good and remote.read_bytes() == junk
+    assert [p.name for p in local.parent.iterdir()] == [name]  # the refused download is gone
+    write_records(remote, 3) if name != "meta.md" else remote.write_text("name: demo\n")
+    good_remote = remote.read_bytes()
+    local.write_bytes(bytes(len(good) + 9))
+    with pytest.raises(VerificationError, match=rf"^pre-push-payload: local .*/{name} is not a valid "):
+        run(fm, "push", local)
+    assert remote.read_bytes() == good_remote
+    assert [p.name for p in remote.parent.iterdir()] == [name]
+
+
+def test_a_wrong_schema_records_parquet_is_refused_but_any_other_parquet_table_travels(fm: FileSides) -> None:
+    write_table(fm.local_repo / "usr/densegen/demo/records.parquet", 3)
+    with pytest.raises(
+        VerificationError, match=r"^pre-push-payload: .*lacks core column 'id' \(columns: c0, c1\)"
+    ):
+        run(fm, "push", fm.local_repo / "usr/densegen/demo/records.parquet")
+    assert not (fm.remote_repo / "usr/densegen/demo/records.parquet").exists()
+    data = write_table(fm.local_repo / REL, 3)  # not records.parquet: a complete parquet file is enough
+    run(fm, "push", fm.local_repo / REL)
+    assert (fm.remote_repo / REL).read_bytes() == data
+
+
+def test_uploaded_file_is_validated_inside_apply(fm: FileSides, monkeypatch) -> None:
+    """Were the local check skipped, the agent refuses the uploaded temp before its rename."""
+    from usrbatch.sync import payload as pl
+
+    write_records(fm.remote_repo / REL, 3)
+    before = (fm.remote_repo / REL).read_bytes()
+    (fm.local_repo / REL).parent.mkdir(parents=True)
+    (fm.local_repo / REL).write_bytes(b"PAR1" + b"junk" * 50 + b"PAR1")
+    monkeypatch.setattr(pl, "check_file_local", lambda *a, **k: None)
+    with pytest.raises(VerificationError, match=r"^post-push-payload: the uploaded copy of scores\.parquet"):
+        run(fm, "push", fm.local_repo / REL)
+    assert (fm.remote_repo / REL).read_bytes() == before
+    assert [p.name for p in (fm.remote_repo / REL).parent.iterdir()] == ["scores.parquet"]

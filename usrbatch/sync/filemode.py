@@ -36,6 +36,7 @@ from usrbatch.dataset.atomic import fsync_dir
 from usrbatch.dataset.layout import TEMP_PREFIX
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
+from usrbatch.sync import payload as pl
 from usrbatch.sync.audit import transfer_state
 from usrbatch.sync.engine import SyncResult, cleanup_remote
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SnapshotInfo
@@ -412,6 +413,7 @@ def pull_file(
         meter.log(str(target.local), remote.size)
         staged = _staged_stat(partial, mode)
         verify_primary("post-pull-file", mode, staged, _primary(remote))
+        pl.check_file_staged(partial, target.name, target.where)  # post-pull-payload
         if remote.mtime_ns is not None:
             os.utime(partial, ns=(remote.mtime_ns, remote.mtime_ns))  # keep the remote mtime
         _fsync_file(partial)
@@ -460,6 +462,7 @@ def push_file(
 
     local, mode = obs.local, obs.summary.verify_mode
     assert local.sha256 is not None and local.size is not None
+    pl.check_file_local(target.local)  # pre-push-payload
     temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}"
     meter = _Meter(progress(local.size) if progress else None)
     try:
@@ -472,8 +475,13 @@ def push_file(
     meter.log(str(target.local), local.size)
     try:
         # ONE round trip: the temp's remote sha256 is checked, then it is renamed over the target.
-        transport.apply([(temp, target.name)], [], verify={temp: local.sha256})
+        kind = agent.file_payload_kind(target.name)
+        transport.apply(
+            [(temp, target.name)], [], verify={temp: local.sha256}, payload={temp: kind} if kind else None
+        )
     except VerificationError as exc:  # the temp was removed and nothing renamed
+        if exc.message.startswith(pl.REMOTE_CONTEXT):
+            raise
         raise VerificationError(f"post-push-file: {exc.message}") from None
     except BaseException:
         cleanup_remote(transport, [temp])

@@ -19,6 +19,7 @@ it), so a diverged or unwanted primary can always be restored.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from usrbatch.transport.base import FileEntry, Inventory
 
 PULL_CONTEXT = "post-pull-payload"
 PUSH_CONTEXT = "pre-push-payload"
+REMOTE_CONTEXT = "post-push-payload"  # the agent's apply (agent.PayloadInvalid)
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,20 @@ def find_problems(directory: Path, paths: Iterable[str]) -> list[PayloadProblem]
     return found
 
 
+def _file_problems(path: Path, name: str) -> list[PayloadProblem]:
+    """FILE mode: `path` (possibly a temp) checked as the file `name` (agent.file_payload_kind)."""
+    kind = agent.file_payload_kind(name)
+    problem = agent.payload_problem(str(path), kind) if kind else None
+    return [PayloadProblem(name, kind, problem)] if kind and problem else []
+
+
 _PULL_FIX = {
     "records": "Restore the remote records.parquet (its _snapshots/ hold earlier copies) or push a good "
     "local copy, then pull again.",
     "overlay": "Rewrite or remove the overlay on the remote, then pull again.",
     "snapshot": "Remove the damaged snapshot on the remote, then pull again.",
     "meta": "Rewrite meta.md on the remote as UTF-8 text, then pull again.",
+    "parquet": "Replace the remote file with a complete parquet file, then pull again.",
 }
 _PUSH_FIX = {
     "records": "Restore it from {dir}/_snapshots/ (newest records-*.parquet) or pull the remote copy, "
@@ -77,21 +87,20 @@ _PUSH_FIX = {
     "overlay": "Rewrite or remove the overlay, then push again (`usr validate` lists overlay problems).",
     "snapshot": "Remove the damaged snapshot, then push again.",
     "meta": "Rewrite meta.md as UTF-8 text, then push again.",
+    "parquet": "Rewrite it as a complete parquet file, then push again.",
 }
 
 
-def _check(
+def _refuse(
     context: str,
     ds: str,
-    directory: Path,
-    sent: Sequence[FileEntry],
+    problems: list[PayloadProblem],
     where: str,
     outcome: str,
     fixes: dict[str, str],
 ) -> None:
     """Raise VerificationError `<context>: <where>/<path> is not a valid <kind>: it <problem>.`
-    (+ the outcome and the kind's fix as hint) when a file to send is not a valid payload."""
-    problems = find_problems(directory, [e.path for e in sent])
+    (+ the outcome and the kind's fix as hint) when `problems` is not empty."""
     if not problems:
         return
     first = problems[0]
@@ -111,15 +120,32 @@ def _check(
 
 def check_staged(ds: str, staging: Path, sent: Sequence[FileEntry], remote_label: str) -> None:
     """Pull: refuse (`post-pull-payload`) when a staged file is not a valid payload, before promotion."""
+    problems = find_problems(staging, [e.path for e in sent])
     outcome = "Nothing was promoted: the local dataset is unchanged."
-    _check(PULL_CONTEXT, ds, staging, sent, f"remote {remote_label}/{ds}", outcome, _PULL_FIX)
+    _refuse(PULL_CONTEXT, ds, problems, f"remote {remote_label}/{ds}", outcome, _PULL_FIX)
 
 
 def check_local(ds: str, local_dir: Path, sent: Sequence[FileEntry]) -> None:
     """Push: refuse (`pre-push-payload`) when a local file to send is not a valid payload."""
+    problems = find_problems(local_dir, [e.path for e in sent])
     outcome = "Nothing was uploaded: the remote dataset is unchanged."
     fixes = {kind: fix.format(dir=local_dir) for kind, fix in _PUSH_FIX.items()}
-    _check(PUSH_CONTEXT, ds, local_dir, sent, f"local {local_dir}", outcome, fixes)
+    _refuse(PUSH_CONTEXT, ds, problems, f"local {local_dir}", outcome, fixes)
+
+
+def check_file_staged(partial: Path, name: str, remote_where: str) -> None:
+    """FILE-mode pull: refuse (`post-pull-payload`) a downloaded `partial` that is not a valid
+    `name` (records.parquet, meta.md, any .parquet), before it replaces the local file."""
+    where = posixpath.dirname(remote_where) or "."
+    outcome = "The local file is unchanged."
+    _refuse(PULL_CONTEXT, name, _file_problems(partial, name), f"remote {where}", outcome, _PULL_FIX)
+
+
+def check_file_local(path: Path) -> None:
+    """FILE-mode push: refuse (`pre-push-payload`) a local file that is not a valid payload."""
+    fixes = {kind: fix.format(dir=path.parent) for kind, fix in _PUSH_FIX.items()}
+    outcome = "Nothing was uploaded: the remote file is unchanged."
+    _refuse(PUSH_CONTEXT, path.name, _file_problems(path, path.name), f"local {path.parent}", outcome, fixes)
 
 
 def upload_kinds(temps: Mapping[str, str]) -> dict[str, str]:

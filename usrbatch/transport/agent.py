@@ -491,7 +491,7 @@ CORE_COLUMNS = (  # usrbatch.dataset.schema.CORE_SCHEMA (a test keeps the two eq
 )
 OVERLAY_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")  # attach --key; column id|sequence
 OVERLAY_KEY_META = "usr:overlay_key"
-PAYLOAD_KINDS = ("records", "overlay", "snapshot", "meta")
+PAYLOAD_KINDS = ("records", "overlay", "snapshot", "meta", "parquet")  # parquet: FILE mode
 SNAPSHOT_DIGITS = 6  # records-<8 digits>T<6+ digits>.parquet (layout.SNAPSHOT_NAME)
 _PHYSICAL = {0: "bool", 1: "int32", 2: "int64", 3: "int96", 4: "float", 5: "double", 6: "binary"}
 _PHYSICAL[7] = "fixed_size_binary"
@@ -500,6 +500,14 @@ _CONVERTED.update({11: "uint8", 12: "uint16", 13: "uint32", 14: "uint64", 15: "i
 _CONVERTED.update({17: "int32", 18: "int64", 19: "json", 5: "decimal"})
 _LOGICAL_OTHER = {2: "map", 3: "list", 4: "enum", 5: "decimal", 6: "date32", 7: "time", 11: "null"}
 _LOGICAL_OTHER.update({12: "json", 13: "bson", 14: "uuid", 15: "float16"})
+
+
+def file_payload_kind(name):
+    """FILE mode: the kind of a single file by its name (records.parquet, meta.md, any other
+    .parquet must be a complete parquet file), or None when it is not checked."""
+    if name in ("records.parquet", "meta.md"):
+        return payload_kind(name)
+    return "parquet" if name.endswith(".parquet") else None
 
 
 def _is_snapshot_name(name):
@@ -1012,6 +1020,7 @@ KIND_TEXT = {
     "overlay": "overlay (parquet with an id or sequence key column)",
     "snapshot": "snapshot (parquet)",
     "meta": "meta.md (UTF-8 text)",
+    "parquet": "parquet file",
 }
 
 
