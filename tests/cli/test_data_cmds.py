@@ -472,6 +472,7 @@ def test_torn_event_log_refuses_import_with_one_error_line(populated) -> None:
     assert (root / "ns" / "demo" / "records.parquet").read_bytes() == before
     code, out = cli("validate", "ns/demo")
     assert code == 2 and "  - Event log ends with a partial JSONL record" in out
+    assert f"`truncate -s {keep} {log}`" in out.splitlines()[-1]
 
 
 def test_init_over_history_and_validate_without_primary_point_at_snapshots(populated) -> None:

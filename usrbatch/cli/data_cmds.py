@@ -11,6 +11,7 @@ import json
 import shlex
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 
@@ -329,7 +330,8 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
 @pass_usr
 def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str) -> None:
     """Check DATASET: schema, metadata, ids, overlays and the event log."""
-    report = validate_dataset(open_dataset(usr.root, dataset), registry_mode=registry_mode, strict=strict)
+    ref = open_dataset(usr.root, dataset)
+    report = validate_dataset(ref, registry_mode=registry_mode, strict=strict)
     for warning in report.warnings:
         click.echo(f"WARNING: {printable(warning)}")
     problems = report.errors + (report.warnings if strict else [])
@@ -339,9 +341,19 @@ def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str
         raise DatasetError(
             f"Dataset '{report.dataset_id}' failed validation with {len(problems)} problem(s)"
             + (" (warnings count under --strict)" if strict and report.warnings else "")
-            + ". Fix the problems listed above."
+            + ". Fix the problems listed above.",
+            hint=_torn_log_fix(ref.dir),
         )
     _say(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
+
+
+def _torn_log_fix(dataset_dir: Path) -> str | None:
+    """The truncate fix when the event log ends with a torn line, else None."""
+    try:
+        ev.require_complete_log(dataset_dir)
+    except EventLogError as exc:
+        return exc.hint
+    return None
 
 
 @click.command("ls")
