@@ -145,3 +145,25 @@ def test_fuzzed_inputs_give_a_table_or_a_usr_error(
     except UsrError:
         return
     assert prepared.schema == S.CORE_SCHEMA and prepared.num_rows == table.num_rows
+
+
+_ATTACH_BODY = st.text(alphabet=st.sampled_from('ACGT,;"{}[]:\n\t\x1b0123456789.eé-nul'), max_size=200).map(
+    str.encode
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fmt=st.sampled_from(["csv", "jsonl"]), body=_ATTACH_BODY)
+def test_fuzzed_attach_inputs_end_in_an_overlay_or_a_usr_error(
+    dataset: DatasetRef, tmp_path: Path, fmt: str, body: bytes
+) -> None:
+    from usrbatch.dataset.overlays import attach
+
+    path = tmp_path / f"fuzz.{fmt}"
+    head = b"sequence,infer__label\n" if fmt == "csv" else b'{"sequence":"ACGTACGT","infer__label":"x"}\n'
+    path.write_bytes(head + body)
+    try:
+        attach(dataset, path, "infer", key="sequence", allow_missing=True, allow_overwrite=True)
+    except UsrError:
+        return
+    assert (dataset.dir / "_derived").is_dir()
