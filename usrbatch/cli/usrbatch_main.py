@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from usrbatch import __version__
+from usrbatch.cli import monitor_cmds
 from usrbatch.cli.common import run_cli
 from usrbatch.errors import JobError
 
@@ -103,19 +104,21 @@ def submit_loop_cmd(
         return
     click.echo(f"loop {spec.loop_id}: {result.loop_dir}")
     if wait_s is not None:
-        _wait_and_report(result.loop_dir, wait_s, as_json=False)
+        sys.exit(_wait_and_report(result.loop_dir, wait_s, as_json=False))
 
 
-def _wait_and_report(loop_dir: Path, timeout: float, *, as_json: bool) -> None:
+def _wait_and_report(loop_dir: Path, timeout: float, *, as_json: bool) -> int:
+    """Wait, print the status, and return `usrbatch status`'s exit code for it (3: still running
+    when the timeout passed; 4: the scheduler did not answer)."""
     from usrbatch.jobs.control import is_settled, wait_loop
-    from usrbatch.jobs.status import format_status
+    from usrbatch.jobs.status import EXIT_RUNNING, format_status, status_exit_code
 
     status = wait_loop(loop_dir, timeout=timeout)
     click.echo(json.dumps(status.to_json(), indent=1) if as_json else format_status(status))
     if not is_settled(status):
-        raise JobError(f"loop {status.loop_id} still {status.state} after {timeout:.0f}s")
-    if status.state != "completed":
-        sys.exit(1)
+        click.echo(f"loop {status.loop_id} still {status.state} after {timeout:.0f}s", err=True)
+        return EXIT_RUNNING
+    return status_exit_code(status)
 
 
 @usrbatch.command()
@@ -148,11 +151,20 @@ def status(loop: str, as_json: bool, root: Path | None, loops_dir: Path | None) 
 @click.option("--json", "as_json", is_flag=True)
 @ROOT_OPT
 @LOOPS_DIR_OPT
-def wait(loop: str, timeout: float, as_json: bool, root: Path | None, loops_dir: Path | None) -> None:
-    """Wait until LOOP completes or stops on a failure; exit 0 only if every job succeeded."""
+def wait(loop: str, timeout: float, as_json: bool, root: Path | None, loops_dir: Path | None) -> int:
+    """Wait until LOOP completes or stops on a failure (polling the scheduler once per poll).
+
+    \b
+    Exit codes (the same as `usrbatch status`):
+      0  completed: every job succeeded
+      1  failed: a job failed, or the chain was cancelled / refused to run
+      3  still running or pending when --timeout passed
+      4  unknown: the scheduler could not be asked (qstat/squeue/sacct unreachable)
+      2  usage error (no such loop, bad arguments)
+    """
     from usrbatch.jobs.control import resolve_loop
 
-    _wait_and_report(resolve_loop(loop, root=root, loops_dir=loops_dir), timeout, as_json=as_json)
+    return _wait_and_report(resolve_loop(loop, root=root, loops_dir=loops_dir), timeout, as_json=as_json)
 
 
 @usrbatch.command()
@@ -242,6 +254,10 @@ def demo(workdir: Path | None, iterations: int, timeout: float) -> None:
     ok = run_demo(workdir=workdir, iterations=iterations, timeout=timeout, emit=click.echo)
     if not ok:
         sys.exit(1)
+
+
+usrbatch.add_command(monitor_cmds.watch)
+usrbatch.add_command(monitor_cmds.metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

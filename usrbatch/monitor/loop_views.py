@@ -1,0 +1,88 @@
+"""The joined status of many loops with one scheduler call per scheduler (per loop for `local`,
+whose state lives in the loop dir): what the watcher and `usrbatch metrics` both need."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from usrbatch.errors import JobError
+from usrbatch.jobs.loop import LoopState, load_state, state_path
+from usrbatch.jobs.scheduler import JobInfo, Scheduler
+from usrbatch.jobs.status import LoopStatus, loop_status, scheduler_for
+
+
+class _Answered:
+    """A Scheduler whose `status` answers from one earlier batched call (no new scheduler call)."""
+
+    def __init__(self, name: str, infos: dict[str, JobInfo]) -> None:
+        self.name = name
+        self.infos = infos
+
+    def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        return {i: self.infos[i] for i in ids if i in self.infos}
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """A loop, its saved state, and its joined status (None with `error` when the scheduler did not answer)."""
+
+    loop_dir: Path
+    state: LoopState
+    status: LoopStatus | None
+    error: str = ""
+
+
+def loop_views(loops: Sequence[tuple[Path, LoopState]]) -> list[LoopView]:
+    """Every loop's status; a scheduler that does not answer leaves its loops' status None."""
+    groups: dict[str, list[tuple[Path, LoopState]]] = {}
+    for loop_dir, state in loops:
+        key = f"local:{loop_dir}" if state.scheduler == "local" else state.scheduler
+        groups.setdefault(key, []).append((loop_dir, state))
+    views: list[LoopView] = []
+    for members in groups.values():
+        first_dir, first_state = members[0]
+        ids = [j.scheduler_id for _d, s in members for j in s.jobs if j.scheduler_id]
+        try:
+            infos = scheduler_for(first_state, first_dir).status(ids) if ids else {}
+        except JobError as exc:
+            views.extend(
+                LoopView(d, s, None, f"{s.scheduler} scheduler unreachable: {exc.message}")
+                for d, s in members
+            )
+            continue
+        answered = cast(Scheduler, _Answered(first_state.scheduler, infos))
+        views.extend(LoopView(d, s, loop_status(d, answered)) for d, s in members)
+    return views
+
+
+def loop_bases(root: Path | None, loops_dir: Path | None) -> list[Path]:
+    """Where loop dirs live: --loops-dir, then <root>/.usrbatch/loops (root: $USR_ROOT, else cwd)."""
+    bases = [Path(loops_dir)] if loops_dir is not None else []
+    bases.append(Path(root or os.environ.get("USR_ROOT") or os.getcwd()) / ".usrbatch" / "loops")
+    return bases
+
+
+def all_loop_dirs(bases: Sequence[Path]) -> list[Path]:
+    """Every submitted loop (a dir with state.json) under `bases`, sorted, found afresh each call
+    (a --follow watcher picks up loops submitted after it started)."""
+    found: dict[Path, None] = {}
+    for base in bases:
+        if base.is_dir():
+            for child in sorted(base.iterdir()):
+                if state_path(child).is_file():
+                    found[child.absolute()] = None
+    return list(found)
+
+
+def load_loops(dirs: Sequence[Path]) -> list[tuple[Path, LoopState]]:
+    """(dir, state) of each loop dir that has a state file."""
+    out = []
+    for d in dirs:
+        state = load_state(d)
+        if state is not None:
+            out.append((d, state))
+    return out
