@@ -52,7 +52,7 @@ class PollResult:
 
 
 def _message_id(target: str, alerts: list[Alert]) -> str:
-    digest = hashlib.sha256(f"{target}\n" + "\n".join(sorted(a.id for a in alerts)).encode("utf-8"))
+    digest = hashlib.sha256((f"{target}\n" + "\n".join(sorted(a.id for a in alerts))).encode("utf-8"))
     return digest.hexdigest()[:24]
 
 

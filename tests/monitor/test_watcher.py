@@ -1,0 +1,235 @@
+"""The watcher on real loops (the embedded local scheduler) with a real HTTP receiver: one alert
+per failure, no storms, the spool replays a failed delivery, a restart sends nothing twice, and a
+job killed without job.finished is reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from receivers import HttpReceiver, write_loop_spec
+
+from usrbatch.jobs.control import cancel_loop, wait_loop
+from usrbatch.jobs.loop import load_spec
+from usrbatch.jobs.submit import submit_loop
+from usrbatch.monitor import ledger as ledger_mod
+from usrbatch.monitor import spool
+from usrbatch.monitor.config import load_config
+from usrbatch.monitor.watcher import Watcher
+
+TIMEOUT = 120
+
+
+def _watcher(cfg_path: Path, state: Path, loop_dirs: list[Path], **kw: object) -> Watcher:
+    return Watcher(config=load_config(cfg_path), state_dir=state, find_loops=lambda: loop_dirs, **kw)  # type: ignore[arg-type]
+
+
+def _hook_config(write_config, rec: HttpReceiver, **watch: object) -> Path:  # noqa: ANN001
+    return write_config(
+        {
+            "targets": {"hook": {"type": "webhook", "url": f"{rec.url}/hook"}},
+            "watch": {"status_interval_s": 0, **watch},
+        }
+    )
+
+
+def _alert_ids(rec: HttpReceiver) -> list[str]:
+    return [a["id"] for body in rec.bodies() for a in body["alerts"]]
+
+
+def _until(predicate, timeout: float = TIMEOUT, step: float = 0.5) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(step)
+
+
+def test_a_failing_30_job_loop_sends_one_alert_and_a_restart_sends_nothing(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    steps = [
+        {"kind": "shell", "name": "boom", "command": "echo failing >&2; exit 3"},
+        {"kind": "shell", "name": "after", "command": "true"},
+        {"kind": "shell", "name": "more", "command": "true"},
+    ]
+    spec = load_spec(write_loop_spec(tmp_path / "ws", "local", "storm", steps, iterations=10))
+    submit_loop(spec, emit=lambda _m: None)
+    cfg = _hook_config(write_config, http_receiver)
+    state = tmp_path / "watch-state"
+    watcher = _watcher(cfg, state, [spec.loop_dir])
+    try:
+        status = wait_loop(spec.loop_dir, timeout=TIMEOUT)
+        assert status.state == "failed" and len(status.jobs) == 30
+        for _ in range(3):
+            watcher.poll(force_status=True)
+    finally:
+        cancel_loop(spec.loop_dir)
+    bodies = http_receiver.bodies()
+    assert len(bodies) == 1, bodies
+    assert bodies[0]["event"] == "job.failed" and bodies[0]["loop_id"] == spec.loop_id
+    assert bodies[0]["alerts"][0]["fields"]["exit_code"] == 3
+    # A new watcher process on the same state dir: nothing again.
+    again = _watcher(cfg, state, [spec.loop_dir])
+    result = again.poll(force_status=True)
+    assert result.alerts == () and len(http_receiver.bodies()) == 1
+
+
+def test_killed_between_queue_and_ledger_the_restart_sends_once(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config, monkeypatch
+) -> None:  # noqa: ANN001
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "crash", [{"kind": "shell", "name": "boom", "command": "exit 5"}]
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+    cfg = _hook_config(write_config, http_receiver)
+    state = tmp_path / "watch-state"
+
+    def killed(*_a: object) -> None:
+        raise KeyboardInterrupt("watcher killed after queuing, before saving its ledger")
+
+    monkeypatch.setattr("usrbatch.monitor.watcher.save_ledger", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _watcher(cfg, state, [spec.loop_dir]).poll(force_status=True)
+    assert http_receiver.bodies() == [] and len(list(spool.entries(spool.spool_dir(state)))) == 1
+    monkeypatch.setattr("usrbatch.monitor.watcher.save_ledger", ledger_mod.save_ledger)
+    for _ in range(2):
+        _watcher(cfg, state, [spec.loop_dir]).poll(force_status=True)
+    assert _alert_ids(http_receiver) == [
+        f"{spec.loop_id}/{json.loads((spec.loop_dir / 'state.json').read_text())['jobs'][0]['scheduler_id']}/failed"
+    ]
+
+
+def test_a_failed_delivery_lands_from_the_spool_later(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws",
+            "local",
+            "ok",
+            [{"kind": "shell", "name": "work", "command": "true"}, {"kind": "sync", "action": "push"}],
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "completed"
+    cfg = _hook_config(write_config, http_receiver)
+    state = tmp_path / "watch-state"
+    clock = [time.time()]
+    watcher = _watcher(cfg, state, [spec.loop_dir], clock=lambda: clock[0])
+    http_receiver.fail_next = 10  # the receiver is down
+    first = watcher.poll(force_status=True)
+    assert first.delivered == 0 and first.failed == 2 and all("HTTP 503" in e for e in first.errors)
+    queued = list(spool.entries(spool.spool_dir(state)))
+    assert sorted(e.message.event for e in queued) == ["loop.completed", "sync.transferred"]
+    assert all(e.attempts == 1 and e.next_try > clock[0] for e in queued)
+    http_receiver.fail_next = 0  # back up, but the backoff is not over yet
+    assert watcher.poll().waiting == 2 and http_receiver.bodies() == []
+    clock[0] += 3600
+    later = watcher.poll()
+    assert later.delivered == 2 and later.alerts == ()
+    assert sorted(b["event"] for b in http_receiver.bodies()) == ["loop.completed", "sync.transferred"]
+    sync = next(b for b in http_receiver.bodies() if b["event"] == "sync.transferred")
+    assert sync["alerts"][0]["fields"]["bytes"] > 0 and sync["alerts"][0]["fields"]["action"] == "push"
+    assert list(spool.entries(spool.spool_dir(state))) == []
+    clock[0] += 3600
+    assert watcher.poll().delivered == 0 and len(http_receiver.bodies()) == 2
+
+
+def _descendants(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            out.extend([int(child), *_descendants(int(child))])
+    return out
+
+
+def test_a_job_killed_without_job_finished_is_reported(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "kill", [{"kind": "shell", "name": "long", "command": "sleep 120"}]
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    audit = spec.loop_dir / "audit.jsonl"
+    cfg = _hook_config(write_config, http_receiver)
+    watcher = _watcher(cfg, tmp_path / "watch-state", [spec.loop_dir])
+    try:
+        _until(lambda: audit.exists() and '"job.started"' in audit.read_text())
+        pid = next(json.loads(x)["pid"] for x in audit.read_text().splitlines() if '"job.started"' in x)
+        victims = [pid, *_descendants(pid)]
+        for p in victims:  # SIGKILL: no trap runs, so no job.finished (like a node failure)
+            os.kill(p, signal.SIGKILL)
+        _until(lambda: wait_loop(spec.loop_dir, timeout=0).jobs[0].sched_state == "failed")
+        first = watcher.poll(force_status=True)
+        assert first.alerts == ()  # one status call is not enough to call it killed
+        watcher.poll(force_status=True)
+    finally:
+        cancel_loop(spec.loop_dir)
+    bodies = http_receiver.bodies()
+    assert [b["event"] for b in bodies] == ["job.killed"]
+    assert "while running" in bodies[0]["title"] and '"job.finished"' not in audit.read_text()
+
+
+def test_watch_follow_killed_and_restarted_sends_each_alert_once(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    steps = [{"kind": "shell", "name": "work", "command": "sleep 1"}, {"kind": "sync", "action": "push"}]
+    spec = load_spec(write_loop_spec(tmp_path / "ws", "local", "follow", steps, iterations=3))
+    cfg = write_config(
+        {
+            "targets": {"hook": {"type": "webhook", "url": f"{http_receiver.url}/hook"}},
+            "watch": {"poll_s": 0.3, "status_interval_s": 1},
+        }
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "usrbatch.cli.usrbatch_main",
+        "watch",
+        spec.loop_id,
+        "--loops-dir",
+        str(spec.loop_dir.parent),
+        "--follow",
+        "--config",
+        str(cfg),
+        "--state-dir",
+        str(tmp_path / "watch-state"),
+    ]
+    submit_loop(spec, emit=lambda _m: None)
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _until(lambda: len(http_receiver.bodies()) >= 1)
+        first.kill()  # SIGKILL: no clean-up at all
+        first.wait()
+        killed_at = len(http_receiver.bodies())
+        assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "completed"
+        second = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _until(lambda: any(b["event"] == "loop.completed" for b in http_receiver.bodies()))
+            time.sleep(2)  # a few more polls: nothing more may arrive
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    ids = _alert_ids(http_receiver)
+    assert len(ids) == len(set(ids)), ids
+    # Alerts of one poll share a message per loop and kind, so count alerts, not messages.
+    events = sorted(a["event"] for b in http_receiver.bodies() for a in b["alerts"])
+    assert events == ["loop.completed", "sync.transferred", "sync.transferred", "sync.transferred"], (
+        events,
+        killed_at,
+    )
