@@ -59,7 +59,9 @@ def _until(predicate, timeout: float = TIMEOUT) -> None:  # noqa: ANN001
         time.sleep(1)
 
 
-def test_failing_step_on_sge_yields_exactly_one_alert(sge: object, tmp_path: Path, receiver: HttpReceiver) -> None:
+def test_failing_step_on_sge_yields_exactly_one_alert(
+    sge: object, tmp_path: Path, receiver: HttpReceiver
+) -> None:
     steps = [
         {"kind": "shell", "name": "boom", "command": "echo failing >&2; exit 3"},
         {"kind": "shell", "name": "after", "command": "true"},
@@ -69,6 +71,7 @@ def test_failing_step_on_sge_yields_exactly_one_alert(sge: object, tmp_path: Pat
     submit_loop(spec, emit=lambda _m: None)
     watcher = _watcher(tmp_path, receiver, spec.loop_dir)
     try:
+
         def settled() -> bool:
             watcher.poll(force_status=True)
             return wait_loop(spec.loop_dir, timeout=0).jobs[0].native_state == "Eqw"
@@ -87,8 +90,14 @@ def test_failing_step_on_sge_yields_exactly_one_alert(sge: object, tmp_path: Pat
     assert bodies[0]["alerts"][0]["fields"]["exit_code"] == 3
 
 
-def test_qdel_of_a_running_job_is_reported_as_killed(sge: object, tmp_path: Path, receiver: HttpReceiver) -> None:
-    spec = load_spec(write_loop_spec(tmp_path / "ws", "sge", "mon-kill", [{"kind": "shell", "name": "long", "command": "sleep 300"}]))
+def test_qdel_of_a_running_job_is_reported_as_killed(
+    sge: object, tmp_path: Path, receiver: HttpReceiver
+) -> None:
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "sge", "mon-kill", [{"kind": "shell", "name": "long", "command": "sleep 300"}]
+        )
+    )
     submit_loop(spec, emit=lambda _m: None)
     audit = spec.loop_dir / "audit.jsonl"
     job_id = load_state(spec.loop_dir).jobs[0].scheduler_id

@@ -13,8 +13,20 @@ NOW = 1_800_000_000.0
 
 def _view(key: str, job_id: str, state: str, sched: str, native: str = "", **kw: object) -> JobView:
     base = dict(
-        key=key, step=key.split("-", 2)[2], kind="shell", iteration=1, job_id=job_id, state=state, sched_state=sched,
-        native_state=native, exit_code=None, duration_s=None, bytes=None, started_at=None, finished_at=None, reason="",
+        key=key,
+        step=key.split("-", 2)[2],
+        kind="shell",
+        iteration=1,
+        job_id=job_id,
+        state=state,
+        sched_state=sched,
+        native_state=native,
+        exit_code=None,
+        duration_s=None,
+        bytes=None,
+        started_at=None,
+        finished_at=None,
+        reason="",
     )
     base.update(kw)
     return JobView(**base)  # type: ignore[arg-type]
@@ -24,16 +36,31 @@ def _status(jobs: list[JobView], state: str = "running") -> LoopStatus:
     return LoopStatus("demo", "/tmp/demo", "sge", "ns/demo", state, jobs)
 
 
-def _facts(after: dict[str, tuple[str, ...]], submitted: str = "2027-01-15T06:00:00Z", progress: float | None = None, cancelled: frozenset[str] = frozenset()) -> StatusFacts:
-    return StatusFacts(after=after, submitted_at=dict.fromkeys(after, submitted), cancelled_ids=cancelled, last_progress=progress)
+def _facts(
+    after: dict[str, tuple[str, ...]],
+    submitted: str = "2027-01-15T06:00:00Z",
+    progress: float | None = None,
+    cancelled: frozenset[str] = frozenset(),
+) -> StatusFacts:
+    return StatusFacts(
+        after=after,
+        submitted_at=dict.fromkeys(after, submitted),
+        cancelled_ids=cancelled,
+        last_progress=progress,
+    )
 
 
 def test_pending_long_only_when_ready_to_run() -> None:
-    jobs = [_view("i001-01-a", "1", "pending", "pending", "qw"), _view("i001-02-b", "2", "held", "held", "hqw")]
+    jobs = [
+        _view("i001-01-a", "1", "pending", "pending", "qw"),
+        _view("i001-02-b", "2", "held", "held", "hqw"),
+    ]
     facts = _facts({"i001-01-a": (), "i001-02-b": ("i001-01-a",)}, submitted="2027-01-15T07:00:00Z")
     alerts, suspects = alerts_from_status(_status(jobs), facts, NOW, Thresholds(pending_after_s=600))
     assert [a.event for a in alerts] == ["job.pending_long"] and suspects == []
-    assert alerts[0].id == "demo/1/pending-long" and alerts[0].fields["pending_since"] == "2027-01-15T07:00:00Z"
+    assert (
+        alerts[0].id == "demo/1/pending-long" and alerts[0].fields["pending_since"] == "2027-01-15T07:00:00Z"
+    )
     quiet, _ = alerts_from_status(_status(jobs), facts, NOW, Thresholds(pending_after_s=10**9))
     assert quiet == []
 
@@ -52,11 +79,15 @@ def test_eqw_before_an_outcome_and_killed_suspects() -> None:
         _view("i001-01-a", "1", "error-held", "error-held", "Eqw"),
         _view("i001-02-b", "2", "held", "held", "hqw"),
     ]
-    alerts, suspects = alerts_from_status(_status(jobs), _facts({"i001-01-a": (), "i001-02-b": ("i001-01-a",)}), NOW, Thresholds())
+    alerts, suspects = alerts_from_status(
+        _status(jobs), _facts({"i001-01-a": (), "i001-02-b": ("i001-01-a",)}), NOW, Thresholds()
+    )
     assert [(a.event, a.id) for a in alerts] == [("job.error_held", "demo/1/failed")] and suspects == []
     gone = [
         _view("i001-01-a", "1", "completed", "completed", finished_at="2027-01-15T07:00:00Z"),
-        _view("i001-02-b", "2", "unknown", "unknown", "not in qstat/qacct", started_at="2027-01-15T07:01:00Z"),
+        _view(
+            "i001-02-b", "2", "unknown", "unknown", "not in qstat/qacct", started_at="2027-01-15T07:01:00Z"
+        ),
         _view("i001-03-c", "3", "cancelled", "cancelled", "CANCELLED"),
     ]
     after = {"i001-01-a": (), "i001-02-b": ("i001-01-a",), "i001-03-c": ("i001-02-b",)}
@@ -70,7 +101,16 @@ def test_eqw_before_an_outcome_and_killed_suspects() -> None:
 def test_thirty_failures_make_one_summary_per_target() -> None:
     failures = [
         alerts_from_audit(
-            {"event": "job.finished", "outcome": "failed", "exit_code": 1, "loop_id": "big", "job_key": f"i{i:03d}-01-x", "job_id": str(100 + i), "step": "x", "ts": "t"},
+            {
+                "event": "job.finished",
+                "outcome": "failed",
+                "exit_code": 1,
+                "loop_id": "big",
+                "job_key": f"i{i:03d}-01-x",
+                "job_id": str(100 + i),
+                "step": "x",
+                "ts": "t",
+            },
             {},
         )[0]
         for i in range(30)

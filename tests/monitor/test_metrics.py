@@ -30,7 +30,9 @@ def _promtool() -> str:
 
 
 def _check(promtool: str, text: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_textfile_of_a_real_loop_passes_promtool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +46,17 @@ def test_textfile_of_a_real_loop_passes_promtool(tmp_path: Path, capsys: pytest.
     save_ledger(state, Ledger(polled_at=beat))
     out_dir = tmp_path / "textfiles"
     with pytest.raises(SystemExit) as rc:
-        main(["metrics", "--loops-dir", str(spec.loop_dir.parent), "--textfile", str(out_dir), "--state-dir", str(state)])
+        main(
+            [
+                "metrics",
+                "--loops-dir",
+                str(spec.loop_dir.parent),
+                "--textfile",
+                str(out_dir),
+                "--state-dir",
+                str(state),
+            ]
+        )
     assert rc.value.code == 0
     assert capsys.readouterr().out.strip() == f"wrote {out_dir / 'usrbatch.prom'}"
     assert sorted(p.name for p in out_dir.iterdir()) == ["usrbatch.prom"]  # no temp file left behind
@@ -55,7 +67,10 @@ def test_textfile_of_a_real_loop_passes_promtool(tmp_path: Path, capsys: pytest.
     loop = f'loop="{spec.loop_id}",dataset="ns/demo"'
     done = [x for x in lines if x.startswith("usrbatch_job_state{") and x.endswith(" 1")]
     assert len(done) == 4 and all('state="completed"' in x for x in done)
-    assert f'usrbatch_job_state{{{loop},step="sync-push",iteration="2",job="i002-02-sync-push",state="failed"}} 0' in lines
+    assert (
+        f'usrbatch_job_state{{{loop},step="sync-push",iteration="2",job="i002-02-sync-push",state="failed"}} 0'
+        in lines
+    )
     bytes_line = next(x for x in lines if x.startswith("usrbatch_sync_bytes_total{"))
     assert 'step="sync-push",action="push"' in bytes_line and int(bytes_line.split()[-1]) > 0
     assert any(x.startswith(f"usrbatch_sync_duration_seconds{{{loop}") for x in lines)
@@ -70,5 +85,7 @@ def test_label_values_are_escaped_and_promtool_rejects_a_broken_file(tmp_path: P
     text = render([Sample("usrbatch_loop_up", (("loop", 'we"ird\\name\nx'), ("dataset", "d")), 1.0)])
     assert 'loop="we\\"ird\\\\name\\nx"' in text
     assert _check(promtool, text).returncode == 0
-    broken = text.replace("# TYPE usrbatch_loop_up gauge", "# TYPE usrbatch_loop_up gauge\n# TYPE usrbatch_loop_up counter")
+    broken = text.replace(
+        "# TYPE usrbatch_loop_up gauge", "# TYPE usrbatch_loop_up gauge\n# TYPE usrbatch_loop_up counter"
+    )
     assert _check(promtool, broken).returncode != 0  # the checker does check
