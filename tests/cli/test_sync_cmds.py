@@ -380,3 +380,38 @@ def test_remote_file_names_with_escape_bytes_are_printed_escaped(env, capsys, mo
     assert code == 0 and "\x1b" not in out + err
     code, out, err = run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y")
     assert "\x1b" not in out + err
+
+
+def test_a_lock_timeout_names_the_holder_in_one_error_line(env, capsys, monkeypatch):
+    import os
+    import threading
+
+    from usrbatch.dataset.locks import dataset_lock
+
+    make_dataset(env["remote"], DS)
+    run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y")
+    add_event(env["remote"] / DS, "import_rows")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with dataset_lock(env["local"] / DS):  # another thread: its own file description
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        code, out, err = run(env, capsys, monkeypatch, "pull", DS, "hpc", "-y", "--lock-timeout", "0.2")
+    finally:
+        release.set()
+        holder.join(30)
+    assert code == 2
+    error = [line for line in out.splitlines() if line.startswith(("ERROR: ", "Hint: "))]
+    lock = env["local"] / DS / ".usr.lock"
+    assert error[0].startswith(f"ERROR: Timed out after 0.2 s waiting for the dataset lock {lock}. ")
+    assert f"It is held by pid {os.getpid()} on host " in error[0]
+    assert error[1].startswith(
+        f"Hint: Wait for pid {os.getpid()} to finish (or stop it, `kill {os.getpid()}`"
+    )
+    assert f"usr: waiting for the dataset lock {lock} (up to 0.2 s)." in err
