@@ -147,6 +147,7 @@ def test_register_twice_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(SchemaError) as info:
         register_namespace(tmp_path, "mock", "mock__a:int16")
     assert str(info.value) == "Namespace 'mock' already registered. Use --overwrite to replace."
+    assert info.value.hint == f"It is registered in {tmp_path / 'registry.yaml'}."
     assert (tmp_path / "registry.yaml").read_bytes() == before
     register_namespace(tmp_path, "mock", "mock__a:int16", overwrite=True)
     assert load_registry(tmp_path).namespaces["mock"].columns[0].type == "int16"

@@ -413,7 +413,10 @@ def register_namespace(
     namespaces = dict(existing.namespaces) if existing else {}
     namespaces.setdefault(USR_STATE, USR_STATE_SPEC)
     if namespace in namespaces and not overwrite:
-        raise SchemaError(f"Namespace '{namespace}' already registered. Use --overwrite to replace.")
+        raise SchemaError(
+            f"Namespace '{namespace}' already registered. Use --overwrite to replace.",
+            hint=f"It is registered in {registry_path(root)}.",
+        )
     if not cols:
         raise SchemaError(
             "Registry entry must include at least one column. Pass --columns 'ns__name:type,...'."
