@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitor"))
-from receivers import HttpReceiver, start_http_receiver, write_loop_spec  # noqa: E402
+from receivers import HttpReceiver, running_http_receiver, write_loop_spec  # noqa: E402
 
 from usrbatch.jobs.control import cancel_loop, wait_loop  # noqa: E402
 from usrbatch.jobs.loop import load_spec, load_state  # noqa: E402
@@ -36,12 +36,8 @@ def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture
 def receiver() -> Iterator[HttpReceiver]:
-    rec, server = start_http_receiver()
-    try:
+    with running_http_receiver() as rec:
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _watcher(tmp_path: Path, rec: HttpReceiver, loop_dir: Path) -> Watcher:

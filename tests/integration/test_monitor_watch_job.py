@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitor"))
-from receivers import HttpReceiver, start_http_receiver, write_loop_spec  # noqa: E402
+from receivers import HttpReceiver, running_http_receiver, write_loop_spec  # noqa: E402
 
 from usrbatch.jobs.control import wait_loop  # noqa: E402
 from usrbatch.jobs.loop import load_spec  # noqa: E402
@@ -26,12 +26,8 @@ TIMEOUT = 120
 
 @pytest.fixture
 def receiver() -> Iterator[HttpReceiver]:
-    rec, server = start_http_receiver()
-    try:
+    with running_http_receiver() as rec:
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("scheduler", ["sge", "slurm"])

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from receivers import HttpReceiver, SmtpReceiver, start_http_receiver, start_smtp_receiver  # noqa: E402
+from receivers import HttpReceiver, SmtpReceiver, running_http_receiver, start_smtp_receiver  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -23,12 +23,8 @@ def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture
 def http_receiver() -> Iterator[HttpReceiver]:
-    rec, server = start_http_receiver()
-    try:
+    with running_http_receiver() as rec:
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -3,12 +3,14 @@ with STARTTLS (aiosmtpd), both on 127.0.0.1, random ports."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -68,6 +70,17 @@ def start_http_receiver() -> tuple[HttpReceiver, ThreadingHTTPServer]:
     holder["rec"] = HttpReceiver(url=f"http://127.0.0.1:{server.server_address[1]}")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return holder["rec"], server
+
+
+@contextlib.contextmanager
+def running_http_receiver() -> Iterator[HttpReceiver]:
+    """An HttpReceiver for the duration of the block."""
+    rec, server = start_http_receiver()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -233,3 +233,64 @@ def test_watch_follow_killed_and_restarted_sends_each_alert_once(
         events,
         killed_at,
     )
+
+
+def test_heartbeat_goes_only_where_asked_once_per_period(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    cfg = write_config(
+        {
+            "targets": {
+                "beat": {
+                    "type": "webhook",
+                    "url": f"{http_receiver.url}/beat",
+                    "events": ["watch.heartbeat"],
+                },
+                "all": {"type": "webhook", "url": f"{http_receiver.url}/all"},
+            },
+            "watch": {"heartbeat_s": 600},
+        }
+    )
+    clock = [1_800_000_000.0]
+    watcher = _watcher(cfg, tmp_path / "state", [], heartbeat=True, clock=lambda: clock[0])
+    watcher.poll()
+    clock[0] += 60
+    watcher.poll()  # same period: no second heartbeat
+    clock[0] += 600
+    watcher.poll()
+    assert [b["event"] for b in http_receiver.bodies("/beat")] == ["watch.heartbeat", "watch.heartbeat"]
+    assert http_receiver.bodies("/all") == []
+
+
+def test_dataset_events_are_summarised(tmp_path: Path, http_receiver: HttpReceiver, write_config) -> None:  # noqa: ANN001
+    from usrbatch.dataset.records import import_records
+
+    spec = load_spec(
+        write_loop_spec(tmp_path / "ws", "local", "ds", [{"kind": "shell", "name": "a", "command": "true"}])
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "completed"
+    cfg = write_config(
+        {
+            "targets": {
+                "hook": {"type": "webhook", "url": f"{http_receiver.url}/hook", "events": ["dataset.events"]}
+            }
+        }
+    )
+    watcher = _watcher(cfg, tmp_path / "state", [spec.loop_dir], dataset_events=True)
+    watcher.poll(force_status=True)
+    first = http_receiver.bodies()
+    assert len(first) == 1 and first[0]["alerts"][0]["fields"]["actions"] == {"import_rows": 1, "init": 1}
+    import_records(tmp_path / "ws" / "local" / "ns" / "demo", [{"sequence": "TTTTAAAACC"}])
+    watcher.poll(force_status=True)
+    assert [b["alerts"][0]["fields"]["actions"] for b in http_receiver.bodies()[1:]] == [{"import_rows": 1}]
+
+
+def test_two_watchers_cannot_share_a_state_dir(tmp_path: Path) -> None:
+    from usrbatch.errors import UsrError
+
+    busy = pytest.raises(UsrError, match=f"another usrbatch watch \\(pid {os.getpid()}\\)")
+    with ledger_mod.exclusive(tmp_path / "state"), busy, ledger_mod.exclusive(tmp_path / "state"):
+        pass
+    with ledger_mod.exclusive(tmp_path / "state"):  # released: usable again
+        pass

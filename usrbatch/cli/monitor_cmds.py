@@ -17,6 +17,10 @@ from usrbatch.monitor.config import WatchConfig, WatchSettings, load_config
 DEFAULT_CONFIG = "~/.config/usrbatch/watch.yaml"
 
 
+def _dir_option(name: str, help_text: str):  # noqa: ANN202 - a click decorator
+    return click.option(name, type=click.Path(file_okay=False, path_type=Path), default=None, help=help_text)
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
     return Path(base) / "usrbatch" / "watch"
@@ -60,26 +64,13 @@ def _loop_dirs(loops: tuple[str, ...], all_loops: bool, root: Path | None, loops
     default=None,
     help=f"Watch config (YAML, mode 0600). Default: $USRBATCH_WATCH_CONFIG, else {DEFAULT_CONFIG}.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Cursor, ledger and spool (default: watch.state_dir, else ~/.local/state/usrbatch/watch).",
+@_dir_option(
+    "--state-dir", "Cursor, ledger and spool (default: watch.state_dir, else ~/.local/state/usrbatch/watch)."
 )
 @click.option("--dataset-events", is_flag=True, help="Also follow each loop's dataset .events.log.")
 @click.option("--test", "send_test", is_flag=True, help="Send one test message to each target and exit.")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Datasets root whose .usrbatch/loops holds the loops (default: $USR_ROOT, else cwd).",
-)
-@click.option(
-    "--loops-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where loop dirs live.",
-)
+@_dir_option("--root", "Datasets root whose .usrbatch/loops holds the loops (default: $USR_ROOT, else cwd).")
+@_dir_option("--loops-dir", "Where loop dirs live.")
 def watch(
     loops: tuple[str, ...],
     all_loops: bool,
@@ -159,24 +150,11 @@ def watch(
     default=None,
     help="Write DIR/usrbatch.prom atomically (node_exporter's textfile collector dir); else print.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The watcher's state dir, for its heartbeat (default: ~/.local/state/usrbatch/watch).",
+@_dir_option(
+    "--state-dir", "The watcher's state dir, for its heartbeat (default: ~/.local/state/usrbatch/watch)."
 )
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Datasets root whose .usrbatch/loops holds the loops (default: $USR_ROOT, else cwd).",
-)
-@click.option(
-    "--loops-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where loop dirs live.",
-)
+@_dir_option("--root", "Datasets root whose .usrbatch/loops holds the loops (default: $USR_ROOT, else cwd).")
+@_dir_option("--loops-dir", "Where loop dirs live.")
 def metrics(
     loops: tuple[str, ...],
     textfile_dir: Path | None,

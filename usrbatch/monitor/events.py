@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from usrbatch.jobs.scheduler import ALIVE_STATES, COMPLETED, ERROR_HELD, FAILED, PENDING
-from usrbatch.jobs.status import LoopStatus
+from usrbatch.jobs.status import JobView, LoopStatus
 
 # Alert event names (docs/monitoring.md). Filters in the watch config use these.
 JOB_FAILED = "job.failed"
@@ -150,59 +150,47 @@ def alerts_from_audit(line: Mapping[str, Any], kinds: Mapping[str, str]) -> list
         "job_id": line.get("job_id"),
         "job_key": key,
     }
+
+    def make(suffix: str, event: str, title: str, text: str, **extra: Any) -> list[Alert]:
+        return [
+            Alert(f"{loop}/{job_id}/{suffix}", event, loop, f"{loop}: {title}", text, ts, {**base, **extra})
+        ]
+
     if name == "job.finished" and line.get("outcome") == "failed":
         event = SYNC_FAILED if kinds.get(key) == "sync" else JOB_FAILED
         code = line.get("exit_code")
         what = "sync" if event == SYNC_FAILED else "job"
-        return [
-            Alert(
-                id=f"{loop}/{job_id}/failed",
-                event=event,
-                loop_id=loop,
-                title=f"{loop}: {what} {key} failed (exit {code})",
-                text=f"{what} {key} (job {job_id}) of loop {loop} exited with {code} on {line.get('host', 'its node')}."
-                f" See `usrbatch logs {loop} {line.get('step') or key}`.",
-                ts=ts,
-                fields={**base, "exit_code": code, "duration_s": line.get("duration_s")},
-            )
-        ]
+        return make(
+            "failed",
+            event,
+            f"{what} {key} failed (exit {code})",
+            f"{what} {key} (job {job_id}) of loop {loop} exited with {code} on {line.get('host', 'its node')}."
+            f" See `usrbatch logs {loop} {line.get('step') or key}`.",
+            exit_code=code,
+            duration_s=line.get("duration_s"),
+        )
     if name == "job.refused":
         preds = ", ".join(f"{p.get('key')} ({p.get('outcome')})" for p in line.get("predecessors") or [])
-        return [
-            Alert(
-                id=f"{loop}/{job_id}/refused",
-                event=JOB_REFUSED,
-                loop_id=loop,
-                title=f"{loop}: job {key} refused to run",
-                text=f"job {key} (job {job_id}) of loop {loop} did not run: predecessor(s) did not succeed: {preds}.",
-                ts=ts,
-                fields={**base, "predecessors": line.get("predecessors") or []},
-            )
-        ]
+        return make(
+            "refused",
+            JOB_REFUSED,
+            f"job {key} refused to run",
+            f"job {key} (job {job_id}) of loop {loop} did not run: predecessor(s) did not succeed: {preds}.",
+            predecessors=line.get("predecessors") or [],
+        )
     if name == "sync.done":
-        files, size = line.get("files"), line.get("bytes")
-        return [
-            Alert(
-                id=f"{loop}/{job_id}/sync/{ts}",
-                event=SYNC_TRANSFERRED,
-                loop_id=loop,
-                title=f"{loop}: sync {line.get('action')} moved {files} file(s), {_fmt_bytes(size)}",
-                text=f"{line.get('action')} of {line.get('dataset')} by job {job_id} ({line.get('step')}): "
-                f"{files} file(s), {size} bytes, {line.get('deleted', 0)} deleted, state "
-                f"{line.get('transfer_state')}, {line.get('duration_s')} s.",
-                ts=ts,
-                fields={
-                    **base,
-                    "action": line.get("action"),
-                    "files": files,
-                    "bytes": size,
-                    "deleted": line.get("deleted"),
-                    "duration_s": line.get("duration_s"),
-                    "transfer_state": line.get("transfer_state"),
-                    "dataset": line.get("dataset"),
-                },
-            )
-        ]
+        files, size, action = line.get("files"), line.get("bytes"), line.get("action")
+        return make(
+            f"sync/{ts}",
+            SYNC_TRANSFERRED,
+            f"sync {action} moved {files} file(s), {_fmt_bytes(size)}",
+            f"{action} of {line.get('dataset')} by job {job_id} ({line.get('step')}): {files} file(s), {size} bytes, "
+            f"{line.get('deleted', 0)} deleted, state {line.get('transfer_state')}, {line.get('duration_s')} s.",
+            **{
+                k: line.get(k)
+                for k in ("action", "files", "bytes", "deleted", "duration_s", "transfer_state", "dataset")
+            },
+        )
     return []
 
 
@@ -223,6 +211,96 @@ class StatusFacts:
     last_progress: float | None
 
 
+def _pending_since(
+    v: JobView, preds: tuple[str, ...], views: Mapping[str, JobView], facts: StatusFacts
+) -> float | None:
+    """When a ready job became ready: the later of its submit and its predecessors' finish."""
+    times = [parse_ts(facts.submitted_at.get(v.key))] + [
+        parse_ts(views[p].finished_at) for p in preds if p in views
+    ]
+    return max((t for t in times if t is not None), default=None)
+
+
+def _job_alert(
+    loop: str, v: JobView, views: Mapping[str, JobView], facts: StatusFacts, now: float, th: Thresholds
+) -> tuple[Alert | None, bool]:
+    """(alert, is_suspect) for one job of the joined status."""
+    base = {
+        "step": v.step,
+        "iteration": v.iteration,
+        "job_id": v.job_id,
+        "job_key": v.key,
+        "native_state": v.native_state,
+    }
+
+    def make(suffix: str, event: str, title: str, text: str, **extra: Any) -> Alert:
+        return Alert(
+            f"{loop}/{v.job_id}/{suffix}",
+            event,
+            loop,
+            f"{loop}: job {v.key} {title}",
+            text,
+            utc_iso(now),
+            {**base, **extra},
+        )
+
+    preds = facts.after.get(v.key, ())
+    preds_done = all(views[p].state == COMPLETED for p in preds if p in views)
+    failed_event = SYNC_FAILED if v.kind == "sync" else JOB_FAILED
+    if v.sched_state == ERROR_HELD and v.state == FAILED:
+        return make(
+            "failed",
+            failed_event,
+            f"failed (exit {v.exit_code}) and is in Eqw",
+            f"job {v.key} (SGE job {v.job_id}) failed with exit {v.exit_code}; it sits in Eqw and holds its "
+            f"dependents. `usrbatch status {loop}` shows the fix.",
+            exit_code=v.exit_code,
+        ), False
+    if v.sched_state == ERROR_HELD:
+        if v.finished_at is not None:
+            return None, False  # refused: its job.refused line tells it
+        return make(
+            "failed",
+            JOB_ERROR_HELD,
+            "is held in Eqw",
+            f"SGE put job {v.key} (job {v.job_id}) in Eqw before it recorded an outcome "
+            f"(`qstat -j {v.job_id}` says why); its dependents are held.",
+        ), False
+    if v.state == FAILED and v.finished_at is not None:
+        return make(
+            "failed",
+            failed_event,
+            f"failed (exit {v.exit_code})",
+            f"job {v.key} (job {v.job_id}) of loop {loop} exited with {v.exit_code}.",
+            exit_code=v.exit_code,
+        ), False
+    gone = v.sched_state not in ALIVE_STATES and v.finished_at is None
+    if gone and v.job_id not in facts.cancelled_ids and (v.started_at is not None or preds_done):
+        how = "while running" if v.started_at else "before it started"
+        return make(
+            "killed",
+            JOB_KILLED,
+            f"ended without job.finished ({how})",
+            f"job {v.key} (job {v.job_id}) left the scheduler {how} without recording an outcome: killed by "
+            f"the scheduler (time limit, memory, node failure) or by hand. Scheduler says "
+            f"{v.native_state or v.sched_state or 'nothing'}. Check `usrbatch logs {loop} {v.step}`, then "
+            f"`usrbatch submit-loop <spec> --resume`.",
+            started_at=v.started_at,
+        ), True
+    since = _pending_since(v, preds, views, facts) if v.sched_state == PENDING and preds_done else None
+    if since is not None and now - since > th.pending_after_s:
+        return make(
+            "pending-long",
+            JOB_PENDING_LONG,
+            f"pending for {int(now - since)} s",
+            f"job {v.key} (job {v.job_id}) is ready to run but has waited in the queue since {utc_iso(since)} "
+            f"({v.native_state or 'pending'}{': ' + v.reason if v.reason else ''}).",
+            pending_since=utc_iso(since),
+            reason=v.reason,
+        ), False
+    return None, False
+
+
 def alerts_from_status(
     status: LoopStatus, facts: StatusFacts, now: float, th: Thresholds
 ) -> tuple[list[Alert], list[Alert]]:
@@ -236,99 +314,9 @@ def alerts_from_status(
     for v in status.jobs:
         if not v.job_id:
             continue
-        base = {
-            "step": v.step,
-            "iteration": v.iteration,
-            "job_id": v.job_id,
-            "job_key": v.key,
-            "native_state": v.native_state,
-        }
-        preds = facts.after.get(v.key, ())
-        preds_done = all(views[p].state == COMPLETED for p in preds if p in views)
-        if v.sched_state == ERROR_HELD:
-            if v.state == FAILED:
-                event = SYNC_FAILED if v.kind == "sync" else JOB_FAILED
-                alerts.append(
-                    Alert(
-                        id=f"{loop}/{v.job_id}/failed",
-                        event=event,
-                        loop_id=loop,
-                        title=f"{loop}: job {v.key} failed (exit {v.exit_code}) and is in Eqw",
-                        text=f"job {v.key} (SGE job {v.job_id}) failed with exit {v.exit_code}; it sits in Eqw and "
-                        f"holds its dependents. `usrbatch status {loop}` shows the fix.",
-                        ts=ts,
-                        fields={**base, "exit_code": v.exit_code},
-                    )
-                )
-            elif v.finished_at is None:
-                alerts.append(
-                    Alert(
-                        id=f"{loop}/{v.job_id}/failed",
-                        event=JOB_ERROR_HELD,
-                        loop_id=loop,
-                        title=f"{loop}: job {v.key} is held in Eqw",
-                        text=f"SGE put job {v.key} (job {v.job_id}) in Eqw before it recorded an outcome "
-                        f"(`qstat -j {v.job_id}` says why); its dependents are held.",
-                        ts=ts,
-                        fields=base,
-                    )
-                )
-            continue
-        if v.state == FAILED and v.finished_at is not None:
-            event = SYNC_FAILED if v.kind == "sync" else JOB_FAILED
-            alerts.append(
-                Alert(
-                    id=f"{loop}/{v.job_id}/failed",
-                    event=event,
-                    loop_id=loop,
-                    title=f"{loop}: job {v.key} failed (exit {v.exit_code})",
-                    text=f"job {v.key} (job {v.job_id}) of loop {loop} exited with {v.exit_code}.",
-                    ts=ts,
-                    fields={**base, "exit_code": v.exit_code},
-                )
-            )
-            continue
-        gone = v.sched_state not in ALIVE_STATES and v.finished_at is None
-        if gone and v.job_id not in facts.cancelled_ids and (v.started_at is not None or preds_done):
-            how = "while running" if v.started_at else "before it started"
-            suspects.append(
-                Alert(
-                    id=f"{loop}/{v.job_id}/killed",
-                    event=JOB_KILLED,
-                    loop_id=loop,
-                    title=f"{loop}: job {v.key} ended without job.finished ({how})",
-                    text=f"job {v.key} (job {v.job_id}) left the scheduler {how} without recording an outcome: "
-                    f"killed by the scheduler (time limit, memory, node failure) or by hand. Scheduler says "
-                    f"{v.native_state or v.sched_state or 'nothing'}. Check `usrbatch logs {loop} {v.step}`, then "
-                    f"`usrbatch submit-loop <spec> --resume`.",
-                    ts=ts,
-                    fields={**base, "started_at": v.started_at},
-                )
-            )
-            continue
-        if v.sched_state == PENDING and preds_done:
-            since = max(
-                [
-                    t
-                    for t in [parse_ts(facts.submitted_at.get(v.key))]
-                    + [parse_ts(views[p].finished_at) for p in preds if p in views]
-                    if t is not None
-                ],
-                default=None,
-            )
-            if since is not None and now - since > th.pending_after_s:
-                alerts.append(
-                    Alert(
-                        id=f"{loop}/{v.job_id}/pending-long",
-                        event=JOB_PENDING_LONG,
-                        loop_id=loop,
-                        title=f"{loop}: job {v.key} pending for {int(now - since)} s",
-                        text=f"job {v.key} (job {v.job_id}) is ready to run but has waited in the queue since "
-                        f"{utc_iso(since)} ({v.native_state or 'pending'}{': ' + v.reason if v.reason else ''}).",
-                        ts=ts,
-                        fields={**base, "pending_since": utc_iso(since), "reason": v.reason},
-                    )
-                )
+        alert, suspect = _job_alert(loop, v, views, facts, now, th)
+        if alert is not None:
+            (suspects if suspect else alerts).append(alert)
     if status.state == COMPLETED and status.jobs:
         last = status.jobs[-1]
         total = sum(v.duration_s or 0 for v in status.jobs)
