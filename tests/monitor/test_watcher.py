@@ -294,3 +294,37 @@ def test_two_watchers_cannot_share_a_state_dir(tmp_path: Path) -> None:
         pass
     with ledger_mod.exclusive(tmp_path / "state"):  # released: usable again
         pass
+
+
+def test_cli_once_and_test(tmp_path: Path, http_receiver: HttpReceiver, write_config, capsys) -> None:  # noqa: ANN001
+    from usrbatch.cli.common import run_cli
+    from usrbatch.cli.usrbatch_main import usrbatch
+
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "cli", [{"kind": "shell", "name": "a", "command": "exit 4"}]
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+    cfg = _hook_config(write_config, http_receiver)
+    common = [
+        "--config",
+        str(cfg),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--loops-dir",
+        str(spec.loop_dir.parent),
+    ]
+    assert run_cli(usrbatch, ["watch", "--all", "--once", *common]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"job.failed: {spec.loop_id}: job i001-01-a failed (exit 4)" in out and "queued 1, delivered 1" in out
+    )
+    assert run_cli(usrbatch, ["watch", spec.loop_id, "--once", *common]) == 0
+    assert capsys.readouterr().out == ""  # nothing new
+    assert run_cli(usrbatch, ["watch", "--test", "--config", str(cfg)]) == 0
+    assert capsys.readouterr().out == "hook: sent\n"
+    assert [b["event"] for b in http_receiver.bodies()] == ["job.failed", "watch.test"]
+    assert run_cli(usrbatch, ["watch", "--once", *common]) == 2
+    assert capsys.readouterr().out.startswith("ERROR: no loop to watch")
