@@ -92,7 +92,10 @@ def test_namespace_commands(populated) -> None:
     ]
     code, out = cli("namespace", "register", "infer", "--columns", "infer__x:int8")
     assert code == 2
-    assert out.strip() == "ERROR: Namespace 'infer' already registered. Use --overwrite to replace."
+    assert out.splitlines() == [
+        "ERROR: Namespace 'infer' already registered. Use --overwrite to replace.",
+        f"Hint: It is registered in {cli.root / 'registry.yaml'}.",
+    ]
 
 
 def test_import_attach_head_info_validate_ls_tail(populated) -> None:
