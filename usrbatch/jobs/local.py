@@ -36,6 +36,7 @@ from usrbatch.jobs.scheduler import (
     PENDING,
     RUNNING,
     UNKNOWN,
+    FailedJob,
     JobInfo,
     SubmitRequest,
 )
@@ -73,6 +74,7 @@ class LocalScheduler:
     """Jobs as detached processes under `workdir`; ids are small integers, unique per workdir."""
 
     name = "local"
+    fail_exit = 1  # the supervisor cancels dependents of a failed job (like Slurm afterok)
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
@@ -169,6 +171,13 @@ class LocalScheduler:
                 if meta and meta.get("name") == name and meta.get("script") == wanted:
                     found.append(meta["id"])
         return sorted(found, key=int)
+
+    def failure_hint(self, failed: FailedJob) -> str:
+        return (
+            f"{failed.key} (job {failed.job_id}) failed with exit {failed.exit_code}; its dependents were "
+            f"cancelled and never ran. Fix the cause (see `usrbatch logs {failed.loop_id} {failed.step}`), "
+            f"then `{failed.resume}`."
+        )
 
     def wait(self, ids: Sequence[str], timeout: float) -> dict[str, JobInfo]:
         """Block until every job has a result (or `timeout` seconds pass); return the last states."""

@@ -6,6 +6,7 @@ loop controller and `usrbatch status` never know which one they talk to.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,9 +54,14 @@ class JobInfo:
 
 
 class Scheduler(Protocol):
-    """A batch scheduler as the loop controller sees it."""
+    """A batch scheduler as the loop controller sees it.
+
+    Scheduler knowledge lives in the implementing module, not in its callers: `fail_exit` (the exit
+    code a failed job script ends with so its dependents stay held or are cancelled) and
+    `failure_hint` (what the user does about a failed job on this scheduler)."""
 
     name: str
+    fail_exit: int
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """The argv that submits `req` (printed by --dry-run; ids in `after` may be placeholders)."""
@@ -78,6 +84,30 @@ class Scheduler(Protocol):
         (to recover a submit whose id was never recorded). The script path tells two loops with
         the same name apart; jobs that already ended are found through the loop's audit log."""
         ...
+
+    def failure_hint(self, failed: FailedJob) -> str:
+        """One sentence: what happened to `failed`'s dependents on this scheduler and what to do."""
+        ...
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """A job that did not succeed, as `failure_hint` explains it."""
+
+    key: str
+    step: str
+    job_id: str | None
+    exit_code: int | None
+    loop_id: str
+    resume: str  # the submit-loop --resume command line
+    error_held: bool = False  # SGE Eqw: the job itself is held, with its dependents
+
+
+def current_user() -> str:
+    """The submitting user: status queries ask only for this user's jobs."""
+    import getpass
+
+    return os.environ.get("USER") or getpass.getuser()
 
 
 def run_command(argv: list[str], *, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
@@ -116,18 +146,32 @@ def submitted_id(proc: subprocess.CompletedProcess, separator: str) -> str:
     return job_id
 
 
-def make_scheduler(name: str, *, loop_dir: Path) -> Scheduler:
-    """The scheduler named `name` (local|sge|slurm); local keeps its state under `loop_dir`."""
+def scheduler_class(name: str) -> type:
+    """The class implementing scheduler `name` (local|sge|slurm)."""
     if name == "sge":
         from usrbatch.jobs.sge import SgeScheduler
 
-        return SgeScheduler()
+        return SgeScheduler
     if name == "slurm":
         from usrbatch.jobs.slurm import SlurmScheduler
 
-        return SlurmScheduler()
+        return SlurmScheduler
     if name == "local":
         from usrbatch.jobs.local import LocalScheduler
 
-        return LocalScheduler(loop_dir / "local")
+        return LocalScheduler
     raise JobError(f"unknown scheduler '{name}' (expected {', '.join(SCHEDULERS)})")
+
+
+def fail_exit(name: str) -> int:
+    """The exit code a failed job script ends with on scheduler `name` (see Scheduler.fail_exit)."""
+    return int(scheduler_class(name).fail_exit)
+
+
+def make_scheduler(name: str, *, loop_dir: Path) -> Scheduler:
+    """The one factory: scheduler `name` with the loop's context (local keeps its jobs under
+    `<loop_dir>/local`; SGE and Slurm need none: they ask only for this user's jobs, by id)."""
+    cls = scheduler_class(name)
+    if name == "local":
+        return cls(loop_dir / "local")
+    return cls()

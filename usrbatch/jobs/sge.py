@@ -1,4 +1,5 @@
-"""Son of Grid Engine: qsub -terse -hold_jid, qstat -xml (one call), qacct (one call), qdel."""
+"""Son of Grid Engine: qsub -terse -hold_jid, `qstat -u $USER -xml` (one call per poll), `qacct -j ID`
+(once per finished job, then remembered), qdel."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from usrbatch.jobs.scheduler import (
     HELD,
     PENDING,
     RUNNING,
+    TERMINAL_STATES,
     UNKNOWN,
+    FailedJob,
     JobInfo,
     SubmitRequest,
+    current_user,
     env_assignments,
     run_command,
     submitted_id,
@@ -37,7 +41,7 @@ def _native_to_state(native: str) -> str:
 
 
 def parse_qstat_xml(text: str) -> dict[str, JobInfo]:
-    """Job id -> JobInfo from `qstat -u '*' -xml` (both running and pending lists)."""
+    """Job id -> JobInfo from `qstat -u USER -xml` (both running and pending lists)."""
     out: dict[str, JobInfo] = {}
     if not text.strip():
         return out
@@ -64,7 +68,7 @@ def parse_script_files(text: str) -> dict[str, str]:
 
 
 def parse_qstat_names(text: str) -> dict[str, list[str]]:
-    """Job name -> ids from `qstat -u '*' -xml`."""
+    """Job name -> ids from `qstat -u USER -xml`."""
     names: dict[str, list[str]] = {}
     if not text.strip():
         return names
@@ -110,13 +114,20 @@ def parse_qacct(text: str) -> dict[str, JobInfo]:
 
 
 class SgeScheduler:
-    """SGE through its command-line clients (qsub/qstat/qacct/qdel on PATH)."""
+    """SGE through its command-line clients (qsub/qstat/qacct/qdel on PATH).
+
+    A status poll is one `qstat -u $USER -xml` (this user's jobs only, never `-u '*'`); a job no
+    longer in qstat is looked up with `qacct -j ID` (by id only: never a pattern that scans the
+    whole cluster's accounting for many jobs), and a finished job's record is kept, so each job
+    costs one qacct call in its life."""
 
     name = "sge"
+    # A job script exiting 100 puts the job in Eqw: its -hold_jid dependents stay held (SGE
+    # releases them on any other exit code).
+    fail_exit = 100
 
-    def __init__(self, *, name_glob: str | None = None) -> None:
-        # qacct is asked once per status() by job-name pattern (it takes one -j argument).
-        self.name_glob = name_glob
+    def __init__(self) -> None:
+        self._finished: dict[str, JobInfo] = {}
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         argv = ["qsub", "-terse", "-S", "/bin/bash", "-N", req.name, "-j", "y", "-o", str(req.log)]
@@ -132,38 +143,55 @@ class SgeScheduler:
     def submit(self, req: SubmitRequest) -> str:
         return submitted_id(run_command(self.submit_command(req)), ".")
 
+    def _qstat(self) -> str:
+        return run_command(["qstat", "-u", current_user(), "-xml"]).stdout
+
     def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
         wanted = [str(i) for i in ids]
         if not wanted:
             return {}
-        live = parse_qstat_xml(run_command(["qstat", "-u", "*", "-xml"]).stdout)
+        pending = [i for i in wanted if i not in self._finished]
+        live = parse_qstat_xml(self._qstat()) if pending else {}
         out = {i: live[i] for i in wanted if i in live}
-        missing = [i for i in wanted if i not in out]
-        if missing:
-            finished = self._accounting(missing)
-            for i in missing:
-                out[i] = finished.get(i, JobInfo(job_id=i, state=UNKNOWN, native_state="not in qstat/qacct"))
+        for i in wanted:
+            if i in out:
+                continue
+            if i not in self._finished:
+                info = self._accounting(i)
+                if info is None:
+                    out[i] = JobInfo(job_id=i, state=UNKNOWN, native_state="not in qstat/qacct")
+                    continue
+                self._finished[i] = info
+            out[i] = self._finished[i]
         return out
 
-    def _accounting(self, ids: list[str]) -> dict[str, JobInfo]:
-        # One qacct call: by name pattern when the loop gave one, else by the single id.
-        if self.name_glob:
-            target = self.name_glob
-        elif len(ids) == 1:
-            target = ids[0]
-        else:
-            target = "*"
-        proc = run_command(["qacct", "-j", target], check=False)
-        return parse_qacct(proc.stdout) if proc.returncode == 0 else {}
+    def _accounting(self, job_id: str) -> JobInfo | None:
+        proc = run_command(["qacct", "-j", job_id], check=False)
+        info = parse_qacct(proc.stdout).get(job_id) if proc.returncode == 0 else None
+        return info if info is not None and info.state in TERMINAL_STATES else None
 
     def cancel(self, ids: Sequence[str]) -> None:
         if ids:
             run_command(["qdel", *[str(i) for i in ids]], check=False)
 
     def find_by_name(self, name: str, script: Path) -> list[str]:
-        candidates = parse_qstat_names(run_command(["qstat", "-u", "*", "-xml"]).stdout).get(name, [])
+        candidates = parse_qstat_names(self._qstat()).get(name, [])
         if not candidates:
             return []
         detail = run_command(["qstat", "-j", ",".join(candidates), "-xml"], check=False).stdout
         wanted = str(Path(script).absolute())
         return sorted((i for i, f in parse_script_files(detail).items() if f == wanted), key=int)
+
+    def failure_hint(self, failed: FailedJob) -> str:
+        if failed.error_held:
+            return (
+                f"{failed.key} (SGE job {failed.job_id}) failed with exit {failed.exit_code} and is in Eqw, "
+                f"so its dependents stay held (hqw). Fix the cause, then either `qmod -cj {failed.job_id}` "
+                f"to run it again (the chain continues), or `usrbatch cancel {failed.loop_id}` to delete "
+                f"the chain (then `{failed.resume}` resubmits from the failed job)."
+            )
+        return (
+            f"{failed.key} (SGE job {failed.job_id}) failed with exit {failed.exit_code}; its dependents "
+            f"refuse to run. Fix the cause (see `usrbatch logs {failed.loop_id} {failed.step}`), then "
+            f"`usrbatch cancel {failed.loop_id}` and `{failed.resume}`."
+        )

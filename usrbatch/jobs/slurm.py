@@ -1,4 +1,5 @@
-"""Slurm: sbatch --parsable --dependency=afterok --kill-on-invalid-dep=yes, squeue + sacct (one call each)."""
+"""Slurm: sbatch --parsable --dependency=afterok --kill-on-invalid-dep=yes, `squeue --me` (one call per
+poll), `sacct -j IDS` (only for jobs that ended and are not yet known), scancel."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from usrbatch.jobs.scheduler import (
     HELD,
     PENDING,
     RUNNING,
+    TERMINAL_STATES,
     UNKNOWN,
+    FailedJob,
     JobInfo,
     SubmitRequest,
     env_assignments,
@@ -80,9 +83,11 @@ class SlurmScheduler:
     """Slurm through sbatch/squeue/sacct/scancel on PATH."""
 
     name = "slurm"
+    fail_exit = 1  # afterok dependents of a failed job are cancelled (--kill-on-invalid-dep=yes)
 
     def __init__(self) -> None:
         self._sacct_flags: list[str] | None = None
+        self._finished: dict[str, JobInfo] = {}  # ended jobs with their exit codes: never asked again
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         argv = ["sbatch", "--parsable", "-J", req.name, "-o", str(req.log), "--kill-on-invalid-dep=yes"]
@@ -109,23 +114,30 @@ class SlurmScheduler:
         return {}
 
     def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
+        """One `squeue --me` for every id (this user's jobs only); `sacct -j` by id, once, for the
+        jobs that ended (for their exit codes) or that squeue no longer lists."""
         wanted = [str(i) for i in ids]
         if not wanted:
             return {}
-        proc = run_command(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(wanted), "-o", "%i|%j|%T|%r"], check=False
-        )
-        live = parse_squeue(proc.stdout) if proc.returncode == 0 else {}
-        # Exit codes (and jobs squeue has forgotten) come from one sacct call.
-        need = [i for i in wanted if i not in live or live[i].state not in (PENDING, HELD, RUNNING)]
-        acct = self._sacct(need) if need else {}
+        need = [i for i in wanted if i not in self._finished]
+        live: dict[str, JobInfo] = {}
+        if need:
+            proc = run_command(["squeue", "--me", "-h", "-t", "all", "-o", "%i|%j|%T|%r"])
+            live = parse_squeue(proc.stdout)
+        ended = [i for i in need if i not in live or live[i].state not in (PENDING, HELD, RUNNING)]
+        acct = self._sacct(ended) if ended else {}
         out: dict[str, JobInfo] = {}
         for i in wanted:
+            if i in self._finished:
+                out[i] = self._finished[i]
+                continue
             q, a = live.get(i), acct.get(i)
             if q and a:
                 out[i] = JobInfo(i, q.state, q.native_state, a.exit_code, q.reason)
             else:
                 out[i] = q or a or JobInfo(job_id=i, state=UNKNOWN, native_state="not in squeue/sacct")
+            if out[i].state in TERMINAL_STATES and a is not None:
+                self._finished[i] = out[i]
         return out
 
     def cancel(self, ids: Sequence[str]) -> None:
@@ -133,7 +145,7 @@ class SlurmScheduler:
             run_command(["scancel", *[str(i) for i in ids]], check=False)
 
     def find_by_name(self, name: str, script: Path) -> list[str]:
-        proc = run_command(["squeue", "-h", "-t", "all", "-n", name, "-o", "%i|%o"], check=False)
+        proc = run_command(["squeue", "--me", "-h", "-t", "all", "-n", name, "-o", "%i|%o"], check=False)
         wanted = str(Path(script).absolute())
         found = set()
         for line in proc.stdout.splitlines():
@@ -141,3 +153,9 @@ class SlurmScheduler:
             if job_id and command.strip() == wanted:
                 found.add(job_id)
         return sorted(found, key=lambda s: int(s) if s.isdigit() else 0)
+
+    def failure_hint(self, failed: FailedJob) -> str:
+        return (
+            f"{failed.key} (Slurm job {failed.job_id}) failed with exit {failed.exit_code}; Slurm cancelled "
+            f"its afterok dependents. Fix the cause, then `{failed.resume}`."
+        )

@@ -16,6 +16,7 @@ from usrbatch.jobs.scheduler import (
     ERROR_HELD,
     FAILED,
     UNKNOWN,
+    FailedJob,
     JobInfo,
     Scheduler,
     make_scheduler,
@@ -194,30 +195,23 @@ def _overall(views: list[JobView]) -> str:
     return "running"
 
 
-def _hints(state: LoopState, views: list[JobView]) -> list[str]:
+def _hints(state: LoopState, views: list[JobView], scheduler: Scheduler) -> list[str]:
     hints = []
     loop = state.loop_id
     resume = f"usrbatch submit-loop {state.config} --resume"
     for v in views:
         if v.state == FAILED or (v.sched_state == ERROR_HELD and v.state != CANCELLED):
-            if state.scheduler == "sge" and v.sched_state == ERROR_HELD:
-                hints.append(
-                    f"{v.key} (SGE job {v.job_id}) failed with exit {v.exit_code} and is in Eqw, so its "
-                    f"dependents stay held (hqw). Fix the cause, then either `qmod -cj {v.job_id}` to run it "
-                    f"again (the chain continues), or `usrbatch cancel {loop}` to delete the chain "
-                    f"(then `{resume}` resubmits from the failed job)."
-                )
-            elif state.scheduler == "slurm":
-                hints.append(
-                    f"{v.key} (Slurm job {v.job_id}) failed with exit {v.exit_code}; Slurm cancelled its "
-                    f"afterok dependents. Fix the cause, then `{resume}`."
-                )
-            else:
-                hints.append(
-                    f"{v.key} (job {v.job_id}) failed with exit {v.exit_code}; its dependents were cancelled "
-                    f"and never ran. Fix the cause (see `usrbatch logs {loop} {v.step}`), then `{resume}`."
-                )
-    if state.scheduler == "sge" and any(v.sched_state == ERROR_HELD and v.state == CANCELLED for v in views):
+            failed = FailedJob(
+                key=v.key,
+                step=v.step,
+                job_id=v.job_id,
+                exit_code=v.exit_code,
+                loop_id=loop,
+                resume=resume,
+                error_held=v.sched_state == ERROR_HELD,
+            )
+            hints.append(scheduler.failure_hint(failed))
+    if any(v.sched_state == ERROR_HELD and v.state == CANCELLED for v in views):
         hints.append(
             f"Some jobs refused to run after a failed predecessor and sit in Eqw: `usrbatch cancel {loop}` "
             "deletes them."
@@ -239,16 +233,12 @@ def loop_status(loop_dir: Path, scheduler: Scheduler | None = None) -> LoopStatu
         dataset=state.dataset,
         state=_overall(views),
         jobs=views,
-        hints=_hints(state, views),
+        hints=_hints(state, views, sched),
     )
 
 
 def scheduler_for(state: LoopState, loop_dir: Path) -> Scheduler:
-    """The scheduler a loop was submitted to (SGE asks qacct by the loop's job-name pattern)."""
-    if state.scheduler == "sge":
-        from usrbatch.jobs.sge import SgeScheduler
-
-        return SgeScheduler(name_glob=f"ub.{state.loop_id}.*")
+    """The scheduler a loop was submitted to, from the one factory."""
     return make_scheduler(state.scheduler, loop_dir=loop_dir)
 
 

@@ -31,11 +31,9 @@ from usrbatch.jobs.loop import (
     save_state,
 )
 from usrbatch.jobs.record import jobs_dir, read_outcome
-from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, make_scheduler
+from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, fail_exit, make_scheduler
 from usrbatch.jobs.status import iter_audit
 from usrbatch.jobs.topology import check_step_order
-
-SGE_FAIL_EXIT = 100  # SGE puts a job exiting 100 in Eqw, and its -hold_jid dependents stay held
 
 
 def script_path(loop_dir: Path, key: str) -> Path:
@@ -117,7 +115,7 @@ def render_context(spec: LoopSpec, job: JobRecord) -> dict:
         "args": args,
         "python": spec.python,
         "actor_tool": ACTOR_TOOLS[step.kind],
-        "fail_exit": SGE_FAIL_EXIT if spec.scheduler == "sge" else 1,
+        "fail_exit": fail_exit(spec.scheduler),
     }
 
 
