@@ -328,3 +328,34 @@ def test_cli_once_and_test(tmp_path: Path, http_receiver: HttpReceiver, write_co
     assert [b["event"] for b in http_receiver.bodies()] == ["job.failed", "watch.test"]
     assert run_cli(usrbatch, ["watch", "--once", *common]) == 2
     assert capsys.readouterr().out.startswith("ERROR: no loop to watch")
+
+
+def test_problems_after_a_problem_message_wait_for_one_summary(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "again", [{"kind": "shell", "name": "a", "command": "exit 3"}]
+        )
+    )
+    cfg = _hook_config(write_config, http_receiver, group_window_s=300)
+    clock = [time.time()]
+    state = tmp_path / "state"
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+    _watcher(cfg, state, [spec.loop_dir], clock=lambda: clock[0]).poll(force_status=True)
+    assert [len(b["alerts"]) for b in http_receiver.bodies()] == [1]
+    for _ in range(2):  # the user resubmits twice within minutes; both fail again
+        submit_loop(spec, resume=True, emit=lambda _m: None)
+        assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+        clock[0] += 60
+        held = _watcher(cfg, state, [spec.loop_dir], clock=lambda: clock[0]).poll(
+            force_status=True
+        )  # a restart too
+        assert held.alerts == () and any("held" in n for n in held.notes)
+    assert len(http_receiver.bodies()) == 1
+    clock[0] += 300
+    _watcher(cfg, state, [spec.loop_dir], clock=lambda: clock[0]).poll(force_status=True)
+    bodies = http_receiver.bodies()
+    assert [len(b["alerts"]) for b in bodies] == [1, 2] and bodies[1]["event"] == "job.failed"
+    assert len({a["id"] for b in bodies for a in b["alerts"]}) == 3

@@ -38,6 +38,7 @@ _TARGET_KEYS = {
 }
 _COMMON_KEYS = ("type", "events", "loops", "ca_file", "timeout_s")
 _WATCH_KEYS = (
+    "group_window_s",
     "poll_s",
     "status_interval_s",
     "heartbeat_s",
@@ -93,6 +94,9 @@ class WatchSettings:
     status_interval_s: float = 60.0
     heartbeat_s: float = 1800.0
     retry_max_s: float = 3600.0
+    group_window_s: float = (
+        300.0  # after a loop's problem message, later problems wait this long and go as one summary
+    )
     thresholds: Thresholds = Thresholds()
     state_dir: Path | None = None
 
@@ -306,6 +310,7 @@ def parse_config(data: Any, path: Path) -> WatchConfig:
         status_interval_s=num("status_interval_s", defaults.status_interval_s),
         heartbeat_s=num("heartbeat_s", defaults.heartbeat_s, 1.0),
         retry_max_s=num("retry_max_s", defaults.retry_max_s, 1.0),
+        group_window_s=num("group_window_s", defaults.group_window_s),
         thresholds=Thresholds(
             pending_after_s=num("pending_after_s", defaults.thresholds.pending_after_s),
             stall_after_s=num("stall_after_s", defaults.thresholds.stall_after_s),

@@ -77,6 +77,18 @@ class Alert:
         data["severity"] = self.severity
         return data
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            id=str(data["id"]),
+            event=str(data["event"]),
+            loop_id=str(data.get("loop_id") or ""),
+            title=str(data.get("title") or ""),
+            text=str(data.get("text") or ""),
+            ts=str(data.get("ts") or ""),
+            fields=dict(data.get("fields") or {}),
+        )
+
 
 @dataclass(frozen=True)
 class Message:

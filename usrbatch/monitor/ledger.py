@@ -31,6 +31,8 @@ class Ledger:
     last_status_at: float = 0.0  # when the scheduler was last asked (rate limit across runs)
     heartbeat_at: float = 0.0
     polled_at: float = 0.0  # the last poll (the heartbeat metric)
+    held: dict[str, dict] = field(default_factory=dict)  # alert id -> alert, waiting for its loop's window
+    problem_at: dict[str, float] = field(default_factory=dict)  # loop id -> last problem message queued
 
     def prune(self, now: float) -> None:
         self.sent = {k: t for k, t in self.sent.items() if now - t < KEEP_SENT_S}
@@ -69,6 +71,8 @@ def load_ledger(state_dir: Path) -> Ledger:
         last_status_at=float(data.get("last_status_at") or 0.0),
         heartbeat_at=float(data.get("heartbeat_at") or 0.0),
         polled_at=float(data.get("polled_at") or 0.0),
+        held={str(k): v for k, v in (data.get("held") or {}).items() if isinstance(v, dict)},
+        problem_at={str(k): float(v) for k, v in (data.get("problem_at") or {}).items()},
     )
 
 
@@ -82,6 +86,8 @@ def save_ledger(state_dir: Path, ledger: Ledger) -> None:
         "last_status_at": ledger.last_status_at,
         "heartbeat_at": ledger.heartbeat_at,
         "polled_at": ledger.polled_at,
+        "held": ledger.held,
+        "problem_at": ledger.problem_at,
     }
     atomic_write_bytes(ledger_path(state_dir), json.dumps(data, indent=1).encode("utf-8"))
 

@@ -67,6 +67,28 @@ def messages_for(target: Target, alerts: list[Alert]) -> list[Message]:
     return [group(items, _message_id(target.name, items)) for items in buckets.values()]
 
 
+def hold_problems(ledger: Ledger, alerts: list[Alert], now: float, window_s: float) -> list[Alert]:
+    """Storm control across polls: after a loop's problem message, its later problems wait in the
+    ledger until `window_s` has passed and then go out together (one summary). Returns the alerts to
+    queue now (held ones whose window ended included); the ledger keeps the rest."""
+    out: list[Alert] = []
+    for alert in alerts:
+        last = ledger.problem_at.get(alert.loop_id)
+        if alert.event in PROBLEMS and alert.loop_id and last is not None and now - last < window_s:
+            ledger.held[alert.id] = alert.to_json()
+        else:
+            out.append(alert)
+    for alert_id, data in list(ledger.held.items()):
+        last = ledger.problem_at.get(str(data.get("loop_id")))
+        if last is None or now - last >= window_s:
+            out.append(Alert.from_json(data))
+            del ledger.held[alert_id]
+    for alert in out:
+        if alert.event in PROBLEMS and alert.loop_id:
+            ledger.problem_at[alert.loop_id] = now
+    return out
+
+
 @dataclass
 class Watcher:
     config: WatchConfig
@@ -191,7 +213,14 @@ class Watcher:
             hb = heartbeat_alert(now, settings.heartbeat_s, [s.loop_id for _d, s in loops])
             alerts.setdefault(hb.id, hb)
             ledger.heartbeat_at = now
-        fresh = [a for a in alerts.values() if a.id not in ledger.sent]
+        fresh = hold_problems(
+            ledger,
+            [a for a in alerts.values() if a.id not in ledger.sent and a.id not in ledger.held],
+            now,
+            settings.group_window_s,
+        )
+        if ledger.held:
+            notes.append(f"{len(ledger.held)} problem alert(s) held for their loop's next summary")
         queued_by_target: dict[str, set[str]] = {}
         for entry in spool.entries(self.spool_dir):
             queued_by_target.setdefault(entry.target, set()).update(entry.message.alert_ids)
