@@ -202,6 +202,7 @@ def judge(
     problems: list[str] | None = None,
     remote_name: str = REMOTE,
     sentinels: dict[Path, str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """The outcome of a run whose contract is "both sides end identical" (see module doc)."""
     problems = list(problems or [])
@@ -218,7 +219,7 @@ def judge(
             corrupt.append(f"{name} holds files matching no legitimate version: {foreign[:5]}")
     if corrupt:
         return "corrupted", "; ".join(corrupt + problems)
-    diff = w.usr(local, "diff", DS, remote_name)
+    diff = w.usr(local, "diff", DS, remote_name, env=env)
     if diff.crash or UP_TO_DATE not in diff.out.splitlines():
         problems.append(f"diff not up-to-date ({diff.brief()})")
     elif after["local"].files != after["remote"].files:

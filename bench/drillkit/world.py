@@ -114,19 +114,20 @@ class World:
 
     # -- running commands ---------------------------------------------------------------------
 
-    def usr(self, root: Path, *args: str) -> CliRun:
-        """`usr --root ROOT --remotes-config ... ARGS` in this process (real click group)."""
+    def usr(self, root: Path, *args: str, env: Mapping[str, str] | None = None) -> CliRun:
+        """`usr --root ROOT --remotes-config ... ARGS` in this process (real click group); `env`
+        adds to the world's environment for this command only."""
         from usrbatch.cli.usr_main import usr
 
         argv = ["--root", str(root), "--remotes-config", str(self.remotes), *args]
-        return self._in_process(usr, argv, "usr")
+        return self._in_process(usr, argv, "usr", env)
 
-    def usrbatch(self, *args: str) -> CliRun:
+    def usrbatch(self, *args: str, env: Mapping[str, str] | None = None) -> CliRun:
         from usrbatch.cli.usrbatch_main import usrbatch
 
-        return self._in_process(usrbatch, list(args), "usrbatch")
+        return self._in_process(usrbatch, list(args), "usrbatch", env)
 
-    def _in_process(self, group, argv: list[str], name: str) -> CliRun:
+    def _in_process(self, group, argv: list[str], name: str, env: Mapping[str, str] | None = None) -> CliRun:
         from usrbatch import auditlog
         from usrbatch.cli.common import run_cli
 
@@ -134,7 +135,7 @@ class World:
         crash = None
         code = -1
         with (
-            _patched_env(self.env),
+            _patched_env({**self.env, **(env or {})}),
             contextlib.redirect_stdout(buf),
             contextlib.redirect_stderr(buf),
             _stdin_empty(),
