@@ -17,18 +17,22 @@ Every run is classified (bench/drillkit/verdict.py):
              traceback, an accepted mutation during a pending promotion, a leaked secret, ...)
 A crash of the harness itself in a run is `failed`, never `converged`.
 
-The table (and every non-converged run with its reproducer) is printed and, unless --quick or
---no-doc, written to docs/reliability.md with the exact command, the machine and the date.
+The table (and every non-converged run with its reproducer) is printed and, unless --quick, --case
+or --no-doc, merged into docs/reliability.json (one row per drill: counts, findings, the exact
+command, commit, machine and date) and rendered to docs/reliability.md; drills not run keep their
+previous row.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
 import socket
+import subprocess
 import sys
 import time
 import traceback
@@ -76,28 +80,42 @@ def run_drill(w, name: str, seed: int, runs: int, case: int | None, repro: str) 
         ]
 
 
-def table(results: dict[str, list[RunResult]]) -> list[str]:
+def summarize(name: str, rows: list[RunResult], command: str, seconds: float) -> dict:
+    """One drill's row of docs/reliability.json: counts, findings, and how it was produced."""
+    counts = {o: sum(1 for r in rows if r.outcome == o) for o in OUTCOMES}
+    return {
+        "title": DRILLS[name].TITLE,
+        "runs": len(rows),
+        **counts,
+        "findings": findings(rows),
+        "command": command,
+        "commit": git_head(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "seconds": round(seconds),
+    }
+
+
+def table(rows: dict[str, dict]) -> list[str]:
     lines = [
         "| drill | what | runs | converged | corrupted | lost | failed |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, rows in results.items():
-        counts = {o: sum(1 for r in rows if r.outcome == o) for o in OUTCOMES}
+    for name in sorted(rows):
+        r = rows[name]
         lines.append(
-            f"| {name} | {DRILLS[name].TITLE} | {len(rows)} | {counts['converged']} | "
-            f"{counts['corrupted']} | {counts['lost']} | {counts['failed']} |"
+            f"| {name} | {r['title']} | {r['runs']} | {r['converged']} | {r['corrupted']} | {r['lost']} | {r['failed']} |"
         )
     return lines
 
 
-def findings(results: dict[str, list[RunResult]]) -> list[str]:
+def findings(rows: list[RunResult]) -> list[str]:
     lines = []
-    for rows in results.values():
-        for r in rows:
-            if r.outcome == "converged":
-                continue
-            detail = " ".join(r.detail.split())[:600]
-            lines.append(f"- **{r.drill} #{r.index} {r.outcome}**: {r.case}. {detail}  \n  `{r.reproducer}`")
+    for r in rows:
+        if r.outcome == "converged":
+            continue
+        detail = " ".join(r.detail.split())[:600]
+        lines.append(f"- **{r.drill} #{r.index} {r.outcome}**: {r.case}. {detail}  \n  `{r.reproducer}`")
     return lines
 
 
@@ -105,20 +123,32 @@ def machine() -> str:
     return f"{socket.gethostname()}, {platform.system()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def write_doc(path: Path, command: str, results: dict[str, list[RunResult]], seconds: float) -> None:
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def git_head() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_doc(doc: Path, new: dict[str, dict]) -> None:
+    """Merge `new` rows into <doc>.json (drills not run now keep their last row) and render <doc>."""
+    store = doc.with_suffix(".json")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    rows = json.loads(store.read_text()) if store.is_file() else {}
+    rows.update(new)
+    store.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     text = [
         "# Reliability drills",
         "",
         "Produced by `bench/drills.py` (how each outcome is decided: its docstring and",
         "`bench/drillkit/verdict.py`). Every run injects one fault against the real sshd (R8: the real",
-        "SGE and Slurm), then re-runs the command and checks both sides.",
+        "SGE and Slurm), then re-runs the command and checks both sides. The rows and findings are",
+        "also in `docs/reliability.json`; each row says below which command produced it.",
         "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine()}  ",
-        f"Date: {now} (took {seconds:.0f} s)",
-        "",
-        *table(results),
+        *table(rows),
         "",
         "Outcomes: **converged** = after the fault, re-running the command brings both sides to a",
         "verified identical state (`usr diff` up-to-date, `usr validate` OK on both) or the command",
@@ -129,12 +159,18 @@ def write_doc(path: Path, command: str, results: dict[str, list[RunResult]], sec
         "(no convergence, a traceback, a mutation accepted during a pending promotion, a leaked",
         "secret, a trust check that let a connection through).",
         "",
-        "## Runs that did not converge",
-        "",
-        *(findings(results) or ["None."]),
+        "## How each row was produced",
         "",
     ]
-    path.write_text("\n".join(text))
+    for name in sorted(rows):
+        r = rows[name]
+        text.append(
+            f"- {name}: `{r['command']}` at commit {r['commit']}, {r['date']}, {r['seconds']} s; {r['machine']}"
+        )
+    text += ["", "## Runs that did not converge", ""]
+    bad = [line for name in sorted(rows) for line in rows[name]["findings"]]
+    text += bad or ["None."]
+    doc.write_text("\n".join(text) + "\n")
 
 
 def main() -> int:
@@ -159,7 +195,7 @@ def main() -> int:
     command = "uv run python bench/drills.py " + shlex.join(sys.argv[1:])
     base = f"uv run python bench/drills.py --only {{name}} --seed {args.seed} --runs {args.runs:g}"
     results: dict[str, list[RunResult]] = {}
-    started = time.monotonic()
+    rows: dict[str, dict] = {}
     with world(keep=args.keep, small=args.quick) as w:
         if args.keep:
             print(f"world: {w.tmp}", flush=True)
@@ -167,17 +203,18 @@ def main() -> int:
             t0 = time.monotonic()
             repro = base.format(name=name) + (" --quick" if args.quick else "")
             results[name] = run_drill(w, name, args.seed, counts[name], args.case, repro)
+            rows[name] = summarize(name, results[name], command, time.monotonic() - t0)
             print(f"{name}: {len(results[name])} run(s) in {time.monotonic() - t0:.1f}s", flush=True)
             for r in results[name] if args.verbose else []:
                 print(f"  #{r.index} {r.outcome}: {r.case}", flush=True)
-    print("\n".join(table(results)))
-    bad = findings(results)
+    print("\n".join(table(rows)))
+    bad = [line for rs in results.values() for line in findings(rs)]
     if bad:
         print("\nRuns that did not converge:\n" + "\n".join(bad))
     if not (args.quick or args.no_doc or args.case is not None):
-        write_doc(args.doc, command, results, time.monotonic() - started)
-        print(f"wrote {args.doc}")
-    clean = all(r.outcome == "converged" for rows in results.values() for r in rows)
+        write_doc(args.doc, rows)
+        print(f"wrote {args.doc} (and {args.doc.with_suffix('.json').name})")
+    clean = all(r.outcome == "converged" for rs in results.values() for r in rs)
     return 0 if clean else 1
 
 

@@ -212,6 +212,9 @@ def judge(
         return "lost", "; ".join(lost + problems)
     corrupt = outside_touched(sentinels or {})
     for name, root in sides.items():
+        if not (root / DS).exists():
+            problems.append(f"the {name} dataset does not exist")
+            continue
         run = validate(w, root)
         if not run.ok:
             corrupt.append(f"{name} fails validate ({run.brief()})")

@@ -76,8 +76,8 @@ class World:
     remote_bases: list[Path] = field(default_factory=list)
 
     def remote_cache_files(self) -> list[Path]:
-        """The hash-cache files the remote agent wrote for our remote datasets: sshd sessions get
-        no XDG_CACHE_HOME, so they live under the login user's ~/.cache (removed at the end)."""
+        """The hash-cache files written for our datasets outside the world's XDG_CACHE_HOME: sshd
+        sessions and scheduler jobs get no XDG_CACHE_HOME, so those live under ~/.cache."""
         out = []
         for base in self.remote_bases:
             key = hashlib.sha256(os.path.abspath(base / DS).encode("utf-8", "surrogateescape")).hexdigest()
@@ -97,7 +97,7 @@ class World:
         for root in (local, remote):
             shutil.copy2(self.tmp / "template" / "registry.yaml", root / "registry.yaml")
         self.point_remotes(remote)
-        self.remote_bases.append(remote)
+        self.remote_bases += [local, remote]
         return local, remote
 
     def point_remotes(self, base: Path, extra: str = "") -> None:

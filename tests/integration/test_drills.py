@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from drillkit import r1_cuts, r2_kills, r3_races, r4_hostile  # noqa: E402
+from drillkit import r1_cuts, r2_kills, r3_races, r4_hostile, r6_secrets, r7_fuzz, r8_scheduler  # noqa: E402
 from drillkit.verdict import RunResult  # noqa: E402
 from drillkit.world import World, world  # noqa: E402
 
@@ -74,3 +74,30 @@ def test_r4_hostile_links_fifos_and_odd_names_are_safe(drill_world: World) -> No
     indices = [i for i, c in enumerate(r4_hostile.CASES) if any(c.name.startswith(g) for g in R4_GREEN)]
     results = _runs(r4_hostile, drill_world, indices, len(r4_hostile.CASES))
     _assert_converged(results, len(R4_GREEN))
+
+
+def test_r6_secrets_in_the_environment_of_a_push_are_never_written(drill_world: World) -> None:
+    indices = [
+        i
+        for i, ((channel, _a, _l), _s) in enumerate(r6_secrets.CASES)
+        if channel.startswith("env of usr push")
+    ]
+    results = _runs(r6_secrets, drill_world, indices[:2], len(r6_secrets.CASES))
+    _assert_converged(results, 2)
+
+
+def test_r7_fuzzed_inputs_never_crash_and_failures_change_nothing(drill_world: World) -> None:
+    results = r7_fuzz.run(drill_world, SEED, 20)  # 1-3 hypothesis examples per target
+    _assert_converged(results, 20)
+    assert {r.case.split(" example")[0] for r in results} == {t[0] for t in r7_fuzz.TARGETS}
+
+
+def test_r8_transient_sbatch_failure_converges(drill_world: World, slurm) -> None:
+    index = next(
+        i
+        for i in range(6)
+        if r8_scheduler.SCHEDULERS[i % 2] == "slurm" and r8_scheduler.FAULTS[(i // 2) % 3] == "transient"
+    )
+    results = r8_scheduler.run(drill_world, SEED, 6, only=index, repro="test")
+    _assert_converged(results, 1)
+    assert "sbatch fails once" in results[0].case and "loop completed" in results[0].case
