@@ -8,12 +8,14 @@ are complete with an `id`/`sequence` key column, `_snapshots/records-*.parquet` 
 parquet files, `meta.md` is UTF-8 text. The checks run on pull over the staged files before
 promotion (`post-pull-payload`), on push over the local files before upload (`pre-push-payload`)
 and, inside the agent's `apply`, over the uploaded temps before any rename (`post-push-payload`).
+FILE mode checks a single `records.parquet`, `meta.md` or `*.parquet` (complete) the same way.
 No `--verify` mode skips them and there is no opt-out.
 
 A `records.parquet` that a transfer replaces is first copied to `_snapshots/` on the receiving
-side (named as the public tool names snapshots, never pruned by sync), unless the transfer leaves
+side (named as the public tool names snapshots; sync prunes nothing), unless the transfer leaves
 a snapshot with the same content there already (the usual case: the sender's rewrite snapshotted
-it), so a diverged or unwanted primary can always be restored.
+it), so a diverged or unwanted primary can be restored. That snapshot exists on one side only:
+the next transfer the other way carries it over, the next one the same way mirrors it away.
 """
 
 from __future__ import annotations
