@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -94,7 +96,7 @@ def test_add_and_wizard_save_file_mode_roots_and_pull_uses_them(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     cluster, laptop = tmp_path / "cluster-repo", tmp_path / "laptop-repo"
     (cluster / "data").mkdir(parents=True)
-    (cluster / "data" / "table.parquet").write_bytes(b"PAR1 not really parquet, just bytes PAR1")
+    pq.write_table(pa.table({"x": [1, 2, 3]}), cluster / "data" / "table.parquet")
     (laptop / "data").mkdir(parents=True)
     code, _ = _usr(
         capsys,
