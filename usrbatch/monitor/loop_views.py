@@ -16,11 +16,15 @@ from usrbatch.jobs.status import LoopStatus, loop_status, scheduler_for
 
 
 class _Answered:
-    """A Scheduler whose `status` answers from one earlier batched call (no new scheduler call)."""
+    """The loop's own scheduler, except that `status` answers from one earlier batched call (no new
+    scheduler call); everything else (failure hints, names) is the real scheduler's."""
 
-    def __init__(self, name: str, infos: dict[str, JobInfo]) -> None:
-        self.name = name
+    def __init__(self, inner: Scheduler, infos: dict[str, JobInfo]) -> None:
+        self.inner = inner
         self.infos = infos
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
     def status(self, ids: Sequence[str]) -> dict[str, JobInfo]:
         return {i: self.infos[i] for i in ids if i in self.infos}
@@ -54,8 +58,9 @@ def loop_views(loops: Sequence[tuple[Path, LoopState]]) -> list[LoopView]:
                 for d, s in members
             )
             continue
-        answered = cast(Scheduler, _Answered(first_state.scheduler, infos))
-        views.extend(LoopView(d, s, loop_status(d, answered)) for d, s in members)
+        for d, s in members:
+            answered = cast(Scheduler, _Answered(scheduler_for(s, d), infos))
+            views.append(LoopView(d, s, loop_status(d, answered)))
     return views
 
 
