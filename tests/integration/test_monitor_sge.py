@@ -1,6 +1,6 @@
-"""`usrbatch watch` on the REAL Son of Grid Engine, alerts to a real local HTTP receiver: a failing
-step yields exactly one failure alert (its Eqw and held dependents add none), and a running job
-deleted with qdel (SIGKILL: no job.finished) is reported as killed."""
+"""`usrbatch watch` on the REAL Son of Grid Engine (and Slurm), alerts to a real local HTTP receiver:
+a failing step yields exactly one failure alert (its Eqw and held or cancelled dependents add none),
+and a running SGE job deleted with qdel (SIGKILL: no job.finished) is reported as killed."""
 
 from __future__ import annotations
 
@@ -55,29 +55,34 @@ def _until(predicate, timeout: float = TIMEOUT) -> None:  # noqa: ANN001
         time.sleep(1)
 
 
-def test_failing_step_on_sge_yields_exactly_one_alert(
-    sge: object, tmp_path: Path, receiver: HttpReceiver
+@pytest.mark.parametrize("scheduler", ["sge", "slurm"])
+def test_failing_step_yields_exactly_one_alert(
+    scheduler: str, request: pytest.FixtureRequest, tmp_path: Path, receiver: HttpReceiver
 ) -> None:
+    request.getfixturevalue(scheduler)  # skip (or fail under CI=true) when unavailable
     steps = [
         {"kind": "shell", "name": "boom", "command": "echo failing >&2; exit 3"},
         {"kind": "shell", "name": "after", "command": "true"},
         {"kind": "sync", "action": "push"},
     ]
-    spec = load_spec(write_loop_spec(tmp_path / "ws", "sge", "mon-fail", steps))
+    spec = load_spec(write_loop_spec(tmp_path / "ws", scheduler, "mon-fail", steps))
     submit_loop(spec, emit=lambda _m: None)
     watcher = _watcher(tmp_path, receiver, spec.loop_dir)
     try:
 
         def settled() -> bool:
             watcher.poll(force_status=True)
-            return wait_loop(spec.loop_dir, timeout=0).jobs[0].native_state == "Eqw"
+            jobs = wait_loop(spec.loop_dir, timeout=0).jobs
+            if scheduler == "sge":  # the failed job sits in Eqw, its dependents in hqw
+                return jobs[0].native_state == "Eqw"
+            return jobs[0].state == "failed" and all(v.state == "cancelled" for v in jobs[1:])
 
         _until(settled)
         for _ in range(3):
             watcher.poll(force_status=True)
     finally:
         cancel_loop(spec.loop_dir)
-    watcher.poll(force_status=True)  # after the cancel: the deleted, held dependents are not news
+    watcher.poll(force_status=True)  # after the cancel: the deleted or cancelled dependents are not news
     bodies = receiver.bodies()
     assert len(bodies) == 1, bodies
     assert bodies[0]["event"] == "job.failed" and len(bodies[0]["alerts"]) == 1

@@ -28,6 +28,7 @@ import yaml
 
 from usrbatch.errors import UsrError
 from usrbatch.monitor.events import EVENTS, WATCH_HEARTBEAT, Thresholds
+from usrbatch.redaction import redact_text
 
 TARGET_TYPES = ("webhook", "slack", "discord", "email")
 _TARGET_KEYS = {
@@ -82,10 +83,8 @@ class Target:
 
     def secrets(self) -> list[str]:
         """Values that must never be written anywhere (scrubbed from errors)."""
-        values = [self.secret]
-        if self.type in ("slack", "discord") or (self.type == "webhook" and self.url and self.secret == ""):
-            values.append(self.url)
-        return [v for v in values if v]
+        # Webhook URLs often carry their token in the path or query: never echo any of them.
+        return [v for v in (self.secret, self.url) if v]
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class WatchConfig:
 
 
 def _err(path: Path, where: str, message: str, hint: str | None = None) -> WatchConfigError:
-    return WatchConfigError(f"{path}: {where}: {message}", hint=hint)
+    return WatchConfigError(redact_text(f"{path}: {where}: {message}"), hint=hint)
 
 
 def check_private(path: Path) -> None:
@@ -331,5 +330,5 @@ def load_config(path: Path | str) -> WatchConfig:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise WatchConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise WatchConfigError(redact_text(f"{path}: not valid YAML: {exc}")) from None
     return parse_config(data, path)
