@@ -93,7 +93,9 @@ def test_filters_by_event_and_loop(write_config) -> None:  # noqa: ANN001
 
 
 def test_a_token_in_an_inline_webhook_url_is_not_echoed(write_config) -> None:  # noqa: ANN001
-    path = write_config({"targets": {"h": {"type": "webhook", "url": "http://ops.example.org/hook?token=Zx81kfQ0aaB7"}}})
+    path = write_config(
+        {"targets": {"h": {"type": "webhook", "url": "http://ops.example.org/hook?token=Zx81kfQ0aaB7"}}}
+    )
     with pytest.raises(WatchConfigError) as err:
         load_config(path)
     assert "plain http" in err.value.message and "Zx81kfQ0aaB7" not in err.value.message

@@ -359,3 +359,23 @@ def test_problems_after_a_problem_message_wait_for_one_summary(
     bodies = http_receiver.bodies()
     assert [len(b["alerts"]) for b in bodies] == [1, 2] and bodies[1]["event"] == "job.failed"
     assert len({a["id"] for b in bodies for a in b["alerts"]}) == 3
+
+
+def test_a_corrupt_loop_does_not_blind_the_watcher(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config
+) -> None:  # noqa: ANN001
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "fine", [{"kind": "shell", "name": "a", "command": "exit 2"}]
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+    broken = tmp_path / "loops" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("{not json")
+    result = _watcher(
+        _hook_config(write_config, http_receiver), tmp_path / "state", [broken, spec.loop_dir]
+    ).poll()
+    assert any(n.startswith(f"{broken}: skipped: loop state is corrupt") for n in result.notes)
+    assert [b["event"] for b in http_receiver.bodies()] == ["job.failed"]

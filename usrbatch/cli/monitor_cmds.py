@@ -107,14 +107,13 @@ def watch(
     state = (state_dir or config.settings.state_dir or default_state_dir()).expanduser().absolute()
     if config.path is None:
         click.echo(f"note: no watch config ({DEFAULT_CONFIG}); alerts are only printed here", err=True)
-    from usrbatch.monitor.loop_views import load_loops
 
     with exclusive(state):
         auditlog.configure(state / "watch.jsonl")
         watcher = Watcher(
             config=config,
             state_dir=state,
-            find_loops=lambda: [d for d, _s in load_loops(find())],
+            find_loops=find,
             dataset_events=dataset_events,
             heartbeat=True,
         )
@@ -131,7 +130,13 @@ def watch(
         signal.signal(signal.SIGUSR1, _stop)
         click.echo(f"watching (state {state}); poll every {config.settings.poll_s:g} s", err=True)
         while not stopping:
-            for line in describe(watcher.poll()):
+            try:
+                lines = describe(watcher.poll())
+            except (UsrError, OSError) as exc:  # a watcher that runs for days outlives a bad poll
+                message = exc.message if isinstance(exc, UsrError) else str(exc)
+                auditlog.get_logger().warning("watch.poll_failed", error=message)
+                lines = [f"poll failed (retrying): {message}"]
+            for line in lines:
                 click.echo(line)
             sys.stdout.flush()
             deadline = time.monotonic() + config.settings.poll_s

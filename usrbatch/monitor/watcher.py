@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from usrbatch import auditlog
+from usrbatch.errors import JobError
 from usrbatch.jobs.loop import LoopState, load_state
 from usrbatch.jobs.status import iter_audit
 from usrbatch.monitor import spool
@@ -197,7 +198,11 @@ class Watcher:
         notes: list[str] = []
         loops: list[tuple[Path, LoopState]] = []
         for loop_dir in self.find_loops():
-            state = load_state(loop_dir)
+            try:
+                state = load_state(loop_dir)
+            except JobError as exc:  # one corrupt loop must not blind the watcher to the others
+                notes.append(f"{loop_dir}: skipped: {exc.message}")
+                continue
             if state is None:
                 continue
             loops.append((loop_dir, state))
