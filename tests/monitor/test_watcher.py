@@ -379,3 +379,58 @@ def test_a_corrupt_loop_does_not_blind_the_watcher(
     ).poll()
     assert any(n.startswith(f"{broken}: skipped: loop state is corrupt") for n in result.notes)
     assert [b["event"] for b in http_receiver.bodies()] == ["job.failed"]
+
+
+def test_finished_jobs_cost_the_scheduler_nothing(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config, monkeypatch
+) -> None:  # noqa: ANN001
+    """An SGE loop whose jobs all recorded an outcome is judged without qstat/qacct (none on PATH
+    here); a loop with a job still out there needs the scheduler, and says it is unreachable."""
+    from usrbatch.jobs.loop import JobRecord, LoopState, save_state
+
+    def sge_loop(name: str, outcomes: int) -> Path:
+        loop_dir = tmp_path / "loops" / name
+        jobs = []
+        for i in range(2):
+            job = JobRecord(
+                key=f"i001-0{i + 1}-s{i}",
+                step=f"s{i}",
+                kind="shell",
+                iteration=1,
+                index=i,
+                name=f"ub.{name}.{i}",
+                after=[],
+            )
+            job.status, job.scheduler_id = "submitted", str(9000 + i + (10 if outcomes < 2 else 0))
+            jobs.append(job)
+            if i < outcomes:
+                (loop_dir / "jobs").mkdir(parents=True, exist_ok=True)
+                (loop_dir / "jobs" / f"{job.key}.outcome.json").write_text(
+                    json.dumps(
+                        {
+                            "key": job.key,
+                            "exit_code": 0,
+                            "outcome": "succeeded",
+                            "duration_s": 1.0,
+                            "ts": "2026-11-26T10:00:00Z",
+                        }
+                    )
+                )
+        save_state(
+            loop_dir,
+            LoopState(
+                name, str(tmp_path / "l.yaml"), "sge", "ns/demo", str(tmp_path), "2026-11-26T09:00:00Z", jobs
+            ),
+        )
+        return loop_dir
+
+    done, busy = sge_loop("done", 2), sge_loop("busy", 1)
+    empty = tmp_path / "no-scheduler-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = _watcher(_hook_config(write_config, http_receiver), tmp_path / "state", [done, busy]).poll(
+        force_status=True
+    )
+    assert [b["event"] for b in http_receiver.bodies()] == ["loop.completed"]
+    assert http_receiver.bodies()[0]["loop_id"] == "done"
+    assert [n.split(":")[0] for n in result.notes] == ["busy"] and "scheduler unreachable" in result.notes[0]

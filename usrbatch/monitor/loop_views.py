@@ -11,6 +11,7 @@ from typing import cast
 
 from usrbatch.errors import JobError
 from usrbatch.jobs.loop import LoopState, load_state, state_path
+from usrbatch.jobs.record import read_outcome
 from usrbatch.jobs.scheduler import JobInfo, Scheduler
 from usrbatch.jobs.status import LoopStatus, loop_status, scheduler_for
 
@@ -41,24 +42,34 @@ class LoopView:
 
 
 def loop_views(loops: Sequence[tuple[Path, LoopState]]) -> list[LoopView]:
-    """Every loop's status; a scheduler that does not answer leaves its loops' status None."""
+    """Every loop's status with one scheduler call per scheduler, asking only about jobs without a
+    recorded outcome; a scheduler that does not answer leaves its loops' status None."""
     groups: dict[str, list[tuple[Path, LoopState]]] = {}
     for loop_dir, state in loops:
         key = f"local:{loop_dir}" if state.scheduler == "local" else state.scheduler
         groups.setdefault(key, []).append((loop_dir, state))
     views: list[LoopView] = []
     for members in groups.values():
-        first_dir, first_state = members[0]
-        ids = [j.scheduler_id for _d, s in members for j in s.jobs if j.scheduler_id]
-        try:
-            infos = scheduler_for(first_state, first_dir).status(ids) if ids else {}
-        except JobError as exc:
-            views.extend(
-                LoopView(d, s, None, f"{s.scheduler} scheduler unreachable: {exc.message}")
-                for d, s in members
-            )
-            continue
+        # Jobs that recorded an outcome are decided by it (status.py lets the outcome win), so only
+        # the others are asked about: a finished loop costs the scheduler nothing, and SGE's
+        # per-job qacct look-ups stay few however many old loops are watched.
+        asks = {
+            d: [j.scheduler_id for j in s.jobs if j.scheduler_id and read_outcome(d, j.key) is None]
+            for d, s in members
+        }
+        ids = [i for d, _s in members for i in asks[d]]
+        infos: dict[str, JobInfo] = {}
+        error = ""
+        if ids:
+            first_dir, first_state = members[0]
+            try:
+                infos = scheduler_for(first_state, first_dir).status(ids)
+            except JobError as exc:
+                error = f"{first_state.scheduler} scheduler unreachable: {exc.message}"
         for d, s in members:
+            if error and asks[d]:
+                views.append(LoopView(d, s, None, error))
+                continue
             answered = cast(Scheduler, _Answered(scheduler_for(s, d), infos))
             views.append(LoopView(d, s, loop_status(d, answered)))
     return views
