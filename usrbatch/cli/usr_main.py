@@ -1,4 +1,5 @@
-"""`usr`: the data-plane CLI. Each command module adds its commands to the group."""
+"""`usr`: the data-plane CLI. Each command's module is imported only when that command runs
+(usrbatch/cli/lazy.py), so `usr --help` and `usr --version` import neither pyarrow nor paramiko."""
 
 from __future__ import annotations
 
@@ -9,11 +10,54 @@ from pathlib import Path
 import click
 
 from usrbatch import __version__
-from usrbatch.cli import data_cmds, remotes_cmds, sync_cmds
 from usrbatch.cli.common import UsrContext, resolve_root, run_cli
+from usrbatch.cli.lazy import LazyCommand, LazyGroup
+
+DATA = "usrbatch.cli.data_cmds"
+SYNC = "usrbatch.cli.sync_cmds"
+# Every top-level command: where it lives and its help's first paragraph (what `usr --help` lists;
+# tests/cli/test_startup_imports.py checks both against each module's register()).
+COMMANDS = {
+    "namespace": LazyCommand(
+        f"{DATA}:namespace_group", "Namespaces in registry.yaml (the columns overlays may write)."
+    ),
+    "init": LazyCommand(
+        f"{DATA}:init_cmd", "Create DATASET (flat `name` or `namespace/name`) under the root."
+    ),
+    "import": LazyCommand(f"{DATA}:import_cmd", "Append base records (sequences) to DATASET."),
+    "attach": LazyCommand(f"{DATA}:attach_cmd", "Attach namespaced overlay columns from a file to DATASET."),
+    "head": LazyCommand(
+        f"{DATA}:head_cmd", "Show the first rows of DATASET (base + overlays; tombstoned rows hidden)."
+    ),
+    "info": LazyCommand(f"{DATA}:info_cmd", "Rows, columns, overlays, size and event count of DATASET."),
+    "validate": LazyCommand(
+        f"{DATA}:validate_cmd", "Check DATASET: schema, metadata, ids, overlays and the event log."
+    ),
+    "ls": LazyCommand(f"{DATA}:ls_cmd", "List datasets under the root."),
+    "events": LazyCommand(f"{DATA}:events_group", "The dataset event log (.events.log)."),
+    "diff": LazyCommand(
+        f"{SYNC}:diff_cmd",
+        "Compare a local dataset (or one file) with its copy on REMOTE (no locks, no writes).",
+    ),
+    "status": LazyCommand(f"{SYNC}:status_cmd", "Alias of diff (plain output, no audit file)."),
+    "pull": LazyCommand(
+        f"{SYNC}:pull_cmd",
+        "Make the local dataset (or one file) equal to its copy on REMOTE (staged, verified, then promoted).",
+    ),
+    "push": LazyCommand(
+        f"{SYNC}:push_cmd",
+        "Make the copy on REMOTE equal to the local dataset (or one file) (temp names, verified, then renamed).",
+    ),
+    "remotes": LazyCommand(
+        "usrbatch.cli.remotes_cmds:remotes_group",
+        "Remotes of remotes.yaml (--remotes-config or USR_REMOTES_PATH).",
+    ),
+}
 
 
-@click.group(name="usr", context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    name="usr", cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option(
     "--root",
     type=click.Path(file_okay=False),
@@ -48,11 +92,6 @@ def usr(
         rich=rich,
         log_json=Path(log_path).expanduser().absolute() if log_path else None,
     )
-
-
-data_cmds.register(usr)
-remotes_cmds.register(usr)
-sync_cmds.register(usr)
 
 
 def main(argv: list[str] | None = None) -> None:

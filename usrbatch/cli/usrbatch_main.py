@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from usrbatch import __version__
-from usrbatch.cli import monitor_cmds
 from usrbatch.cli.common import run_cli
+from usrbatch.cli.lazy import LazyCommand, LazyGroup
 from usrbatch.errors import JobError
 
 ROOT_OPT = click.option(
@@ -33,7 +33,25 @@ LOOPS_DIR_OPT = click.option(
 )
 
 
-@click.group(name="usrbatch", context_settings={"help_option_names": ["-h", "--help"]})
+# Commands living in other modules, imported only when they run (usrbatch/cli/lazy.py): the monitor's
+# structlog/yaml/rich imports stay out of `usrbatch --help` and `usrbatch --version`.
+MONITOR = "usrbatch.cli.monitor_cmds"
+LAZY_COMMANDS = {
+    "watch": LazyCommand(
+        f"{MONITOR}:watch", "Follow loops' audit logs and the scheduler; alert the configured targets."
+    ),
+    "metrics": LazyCommand(
+        f"{MONITOR}:metrics", "Prometheus metrics of LOOPs (default: every loop under --root/--loops-dir)."
+    ),
+}
+
+
+@click.group(
+    name="usrbatch",
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="usrbatch")
 def usrbatch() -> None:
     """Scheduler-native batch loops over USR datasets."""
@@ -254,10 +272,6 @@ def demo(workdir: Path | None, iterations: int, timeout: float) -> None:
     ok = run_demo(workdir=workdir, iterations=iterations, timeout=timeout, emit=click.echo)
     if not ok:
         sys.exit(1)
-
-
-usrbatch.add_command(monitor_cmds.watch)
-usrbatch.add_command(monitor_cmds.metrics)
 
 
 def main(argv: list[str] | None = None) -> None:

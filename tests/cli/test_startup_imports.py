@@ -1,0 +1,151 @@
+"""Start-up import boundary: `usr`/`usrbatch` `--help` and `--version` import no heavy library, a
+command imports pyarrow only when it reads parquet and paramiko only when it uses ssh. Each case runs
+the real CLI entry point in a fresh interpreter and reports `sys.modules` (no timing asserted; the
+times are in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from usrbatch.cli import data_cmds, remotes_cmds, sync_cmds, usr_main, usrbatch_main
+from usrbatch.cli.lazy import LazyGroup, load_command
+
+HEAVY = ("pyarrow", "paramiko", "structlog", "yaml", "rich", "numpy", "jinja2")
+
+PROBE = """
+import json, sys
+from usrbatch.cli import {module} as cli
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted(m for m in {heavy!r} if m in sys.modules)
+print("@@" + json.dumps({{"code": code, "heavy": heavy}}))
+"""
+
+
+def probe(module: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
+    """Run `module.main(args)` in a fresh interpreter: (exit code, heavy modules imported, output)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module, heavy=HEAVY), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@")]
+    assert marker, f"probe printed no result: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    got = json.loads(marker[-1][2:])
+    return got["code"], got["heavy"], proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "expect"),
+    [
+        ("usr_main", ["--version"], "usr, version"),
+        ("usr_main", ["--help"], "Commands:"),
+        ("usrbatch_main", ["--version"], "usrbatch, version"),
+        ("usrbatch_main", ["--help"], "Commands:"),
+    ],
+)
+def test_help_and_version_import_no_heavy_library(module: str, args: list[str], expect: str) -> None:
+    code, heavy, out = probe(module, *args)
+    assert code == 0
+    assert expect in out
+    assert heavy == []
+
+
+def test_remotes_list_imports_neither_pyarrow_nor_paramiko(tmp_path: Path) -> None:
+    cfg = tmp_path / "remotes.yaml"
+    cfg.write_text(f"remotes:\n  hpc:\n    type: local\n    base_dir: {tmp_path / 'remote'}\n")
+    code, heavy, out = probe("usr_main", "--remotes-config", str(cfg), "remotes", "list")
+    assert code == 0
+    assert "hpc" in out
+    assert "pyarrow" not in heavy
+    assert "paramiko" not in heavy
+
+
+def test_local_remote_diff_never_imports_paramiko(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
+    from builders import make_dataset  # type: ignore[import-not-found]
+
+    remote = tmp_path / "remote"
+    make_dataset(remote, "densegen/demo")
+    (tmp_path / "local").mkdir()
+    cfg = tmp_path / "remotes.yaml"
+    cfg.write_text(f"remotes:\n  hpc:\n    type: local\n    base_dir: {remote}\n")
+    argv = ["--root", str(tmp_path / "local"), "--remotes-config", str(cfg), "diff", "densegen/demo", "hpc"]
+    code, heavy, out = probe("usr_main", *argv, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert code == 0, out
+    assert "Status" in out
+    assert "paramiko" not in heavy
+
+
+def test_data_command_that_reads_parquet_does_import_pyarrow(tmp_path: Path) -> None:
+    """The boundary is real: a command that reads parquet still gets pyarrow when it runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
+    from builders import make_dataset  # type: ignore[import-not-found]
+
+    make_dataset(tmp_path, "densegen/demo")
+    code, heavy, out = probe("usr_main", "--root", str(tmp_path), "info", "densegen/demo")
+    assert code == 0, out
+    assert "pyarrow" in heavy
+
+
+def registered(module: object) -> dict[str, click.Command]:
+    group = click.Group()
+    module.register(group)  # type: ignore[attr-defined]
+    return dict(group.commands)
+
+
+def first_paragraph(command: click.Command) -> str:
+    return inspect.cleandoc(command.help or "").split("\n\n")[0].replace("\n", " ")
+
+
+def test_usr_lazy_table_matches_every_registered_command() -> None:
+    """Every command a module registers is in the lazy table, pointing at that object, same summary."""
+    want: dict[str, click.Command] = {}
+    for module in (data_cmds, sync_cmds, remotes_cmds):
+        want.update(registered(module))
+    assert set(usr_main.COMMANDS) == set(want)
+    for name, entry in usr_main.COMMANDS.items():
+        assert load_command(entry.target) is want[name], name
+        assert entry.summary == first_paragraph(want[name]), name
+
+
+def test_usrbatch_lazy_table_matches_the_monitor_commands() -> None:
+    for name, entry in usrbatch_main.LAZY_COMMANDS.items():
+        command = load_command(entry.target)
+        assert command.name == name
+        assert entry.summary == first_paragraph(command)
+
+
+@pytest.mark.parametrize("group", [usr_main.usr, usrbatch_main.usrbatch])
+@pytest.mark.parametrize("width", [50, 80, 200])
+def test_lazy_help_is_what_the_loaded_commands_print(group: LazyGroup, width: int) -> None:
+    """`--help` listed from the table equals the listing click makes once every command is loaded."""
+    fresh = LazyGroup(name=group.name, lazy=group.lazy, help=group.help, params=group.params)
+    for name, command in group.commands.items():
+        if name not in group.lazy:
+            fresh.add_command(command, name)
+
+    def render() -> str:
+        with click.Context(fresh, info_name=group.name, terminal_width=width) as ctx:
+            return fresh.get_help(ctx)
+
+    lazy_text = render()
+    assert not set(fresh.lazy) & set(fresh.commands)  # nothing was imported to list them
+    with click.Context(fresh) as ctx:
+        for name in fresh.lazy:
+            assert fresh.get_command(ctx, name) is not None
+    assert render() == lazy_text
+    for name in fresh.lazy:
+        assert name in lazy_text
