@@ -434,3 +434,46 @@ def test_finished_jobs_cost_the_scheduler_nothing(
     assert [b["event"] for b in http_receiver.bodies()] == ["loop.completed"]
     assert http_receiver.bodies()[0]["loop_id"] == "done"
     assert [n.split(":")[0] for n in result.notes] == ["busy"] and "scheduler unreachable" in result.notes[0]
+
+
+def test_secrets_stay_out_of_the_spool_the_log_and_the_output(
+    tmp_path: Path, http_receiver: HttpReceiver, write_config, capsys
+) -> None:  # noqa: ANN001
+    from receivers import secret_file
+
+    from usrbatch.cli.common import run_cli
+    from usrbatch.cli.usrbatch_main import usrbatch
+
+    spec = load_spec(
+        write_loop_spec(
+            tmp_path / "ws", "local", "sec", [{"kind": "shell", "name": "a", "command": "exit 6"}]
+        )
+    )
+    submit_loop(spec, emit=lambda _m: None)
+    assert wait_loop(spec.loop_dir, timeout=TIMEOUT).state == "failed"
+    secret = "T0SECRET/B0SECRET/xoxbLikeSecretPath9"
+    url_file = secret_file(tmp_path, "slack-url", f"{http_receiver.url}/services/{secret}")
+    cfg = write_config({"targets": {"team": {"type": "slack", "url_file": str(url_file)}}})
+    state = tmp_path / "state"
+    http_receiver.fail_next = 1
+    argv = [
+        "watch",
+        "--all",
+        "--once",
+        "--config",
+        str(cfg),
+        "--state-dir",
+        str(state),
+        "--loops-dir",
+        str(spec.loop_dir.parent),
+    ]
+    assert run_cli(usrbatch, argv) == 0
+    out = capsys.readouterr().out
+    assert "delivery failed: team: HTTP 503" in out
+    written = [p for p in state.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"ledger.json", "watch.jsonl"} and any(
+        p.parent.name == "spool" for p in written
+    )
+    for text in [out, *(p.read_text() for p in written)]:
+        assert "SECRET" not in text and "xoxbLikeSecretPath9" not in text
+    assert "watch.delivery_failed" in (state / "watch.jsonl").read_text()
