@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from usrbatch.jobs.status import JobView, LoopStatus
 from usrbatch.monitor.config import Target
-from usrbatch.monitor.events import Alert, StatusFacts, Thresholds, alerts_from_audit, alerts_from_status
+from usrbatch.monitor.events import (
+    Alert,
+    StatusFacts,
+    Thresholds,
+    alerts_from_audit,
+    alerts_from_status,
+    combine,
+)
 from usrbatch.monitor.watcher import messages_for
 
 NOW = 1_800_000_000.0
@@ -128,3 +135,28 @@ def test_thirty_failures_make_one_summary_per_target() -> None:
     assert summary.title == "big: 30 alerts (30 job.failed)" and summary.text.endswith("... and 10 more")
     only_small = Target(name="t", type="webhook", events=("job.refused",), loops=("sm*",))
     assert [m.loop_id for m in messages_for(only_small, [*failures, *other])] == ["small"]
+
+
+def test_audit_and_scheduler_views_of_one_failure_combine() -> None:
+    line = {
+        "event": "job.finished",
+        "outcome": "failed",
+        "exit_code": 3,
+        "loop_id": "demo",
+        "job_key": "i001-01-a",
+        "job_id": "1",
+        "step": "a",
+        "host": "node7",
+        "ts": "2027-01-15T07:00:00Z",
+    }
+    from_audit = alerts_from_audit(line, {})[0]
+    view = _view(
+        "i001-01-a", "1", "failed", "error-held", "Eqw", exit_code=3, finished_at="2027-01-15T07:00:00Z"
+    )
+    from_status, _ = alerts_from_status(
+        _status([view], "failed"), _facts({"i001-01-a": ()}), NOW, Thresholds()
+    )
+    both = combine(from_audit, from_status[0])
+    assert both.id == from_audit.id == from_status[0].id == "demo/1/failed"
+    assert "node7" in both.text and both.text.endswith("The scheduler says Eqw.") and "Eqw" in both.title
+    assert both.fields["native_state"] == "Eqw" and both.fields["exit_code"] == 3

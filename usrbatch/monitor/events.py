@@ -362,6 +362,19 @@ def alerts_from_status(
     return alerts, suspects
 
 
+def combine(from_audit: Alert, from_status: Alert) -> Alert:
+    """One alert for a fact seen in the audit log and by the scheduler in the same poll: the audit
+    line's words (host, log hint) plus what only the scheduler knows (Eqw, TIMEOUT, OUT_OF_MEMORY)."""
+    native = str(from_status.fields.get("native_state") or "")
+    text = from_audit.text + (f" The scheduler says {native}." if native else "")
+    title = from_status.title if "Eqw" in from_status.title else from_audit.title
+    fields = {
+        **from_audit.fields,
+        **{k: v for k, v in from_status.fields.items() if v is not None and v != ""},
+    }
+    return Alert(from_audit.id, from_audit.event, from_audit.loop_id, title, text, from_audit.ts, fields)
+
+
 def heartbeat_alert(now: float, period_s: float, loops: Iterable[str]) -> Alert:
     names = sorted(loops)
     return Alert(

@@ -30,6 +30,7 @@ from usrbatch.monitor.events import (
     StatusFacts,
     alerts_from_audit,
     alerts_from_status,
+    combine,
     dataset_events_alert,
     group,
     heartbeat_alert,
@@ -179,7 +180,8 @@ class Watcher:
             )
             found, suspects = alerts_from_status(view.status, facts, now, self.config.settings.thresholds)
             for alert in found:
-                alerts[alert.id] = alert  # the scheduler's view adds to an audit line's (Eqw)
+                prev = alerts.get(alert.id)
+                alerts[alert.id] = alert if prev is None else combine(prev, alert)
             for alert in suspects:
                 seen_suspects.add(alert.id)
                 if alert.id in ledger.suspects:
