@@ -99,3 +99,8 @@ def test_a_token_in_an_inline_webhook_url_is_not_echoed(write_config) -> None:  
     with pytest.raises(WatchConfigError) as err:
         load_config(path)
     assert "plain http" in err.value.message and "Zx81kfQ0aaB7" not in err.value.message
+
+
+def test_target_names_cannot_escape_the_spool(write_config) -> None:  # noqa: ANN001
+    with pytest.raises(WatchConfigError, match=r"targets\.\.\./x: a target name is"):
+        load_config(write_config({"targets": {"../x": {"type": "webhook", "url": "https://o.example/h"}}}))

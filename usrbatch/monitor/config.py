@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import re
 import shlex
 import stat
 from dataclasses import dataclass, field
@@ -200,8 +201,18 @@ def _str_list(path: Path, where: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 def parse_target(path: Path, name: str, raw: Any) -> Target:
     where = f"targets.{name}"
+    if not _TARGET_NAME.match(name):
+        # The name is part of spool file names: no path separators, no leading dot.
+        raise _err(
+            path,
+            where,
+            "a target name is 1-64 letters, digits, '_', '.', '-' (starting with a letter or digit)",
+        )
     if not isinstance(raw, dict):
         raise _err(path, where, "expected a mapping")
     kind = raw.get("type")
