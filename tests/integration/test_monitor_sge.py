@@ -119,3 +119,49 @@ def test_qdel_of_a_running_job_is_reported_as_killed(
     assert [b["event"] for b in bodies] == ["job.killed"], bodies
     assert bodies[0]["alerts"][0]["id"] == f"{spec.loop_id}/{job_id}/killed"
     assert not any(json.loads(x)["event"] == "job.finished" for x in audit.read_text().splitlines())
+
+
+def test_one_qstat_per_status_poll_for_all_loops_and_none_between(
+    sge: object, tmp_path: Path, receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two live SGE loops, three jobs: a status poll runs `qstat` once (logged by a PATH shim in
+    front of the real one); polls inside status_interval_s run none."""
+    shim_dir = tmp_path / "shim"
+    shim_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    for tool in ("qstat", "qacct"):
+        shim = shim_dir / tool
+        real = subprocess.run(["which", tool], capture_output=True, text=True, check=True).stdout.strip()
+        shim.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    loops = []
+    for name in ("mon-a", "mon-b"):
+        steps = [
+            {"kind": "shell", "name": "s", "command": "sleep 60"},
+            {"kind": "shell", "name": "t", "command": "true"},
+        ]
+        spec = load_spec(write_loop_spec(tmp_path / name, "sge", name, steps))
+        submit_loop(spec, emit=lambda _m: None)
+        loops.append(spec.loop_dir)
+    cfg = tmp_path / "watch.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "targets": {"hook": {"type": "webhook", "url": f"{receiver.url}/h"}},
+                "watch": {"status_interval_s": 3600},
+            }
+        )
+    )
+    cfg.chmod(0o600)
+    watcher = Watcher(config=load_config(cfg), state_dir=tmp_path / "state", find_loops=lambda: loops)
+    monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
+    try:
+        first = watcher.poll()
+        assert first.status_checked
+        assert [c.split()[0] for c in calls.read_text().splitlines()] == ["qstat"]
+        for _ in range(3):
+            assert not watcher.poll().status_checked
+        assert len(calls.read_text().splitlines()) == 1
+    finally:
+        for loop_dir in loops:
+            cancel_loop(loop_dir)
