@@ -95,4 +95,5 @@ def loop_logs(loop_dir: Path, step: str | None = None) -> list[tuple[str, Path]]
     if step is not None and not jobs:
         names = sorted({j.step for j in state.jobs})
         raise JobError(f"loop {state.loop_id} has no step or job '{step}' (steps: {', '.join(names)})")
-    return [(j.key, log_path(loop_dir, j.key)) for j in jobs]
+    # A sharded job has one log per shard (`<key>.s<n>.log`).
+    return [(k, log_path(loop_dir, k)) for j in jobs for k in j.record_keys()]

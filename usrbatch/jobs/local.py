@@ -9,7 +9,7 @@ job is marked cancelled and never runs (the same contract as Slurm `afterok`), e
   meta.json      name, script, log, after, env, submitted_at (written once, before the supervisor starts)
   supervisor.pid the supervisor's pid
   state          waiting | running (written by the supervisor)
-  child.pid      the job's process (a process-group leader)
+  child.pid      the job's processes, one per array task (each a process-group leader)
   cancel         present when a cancel was asked for
   result.json    {"state": completed|failed|cancelled, "exit_code": int|null, "reason": str} (final)
 """
@@ -75,6 +75,7 @@ class LocalScheduler:
 
     name = "local"
     fail_exit = 1  # the supervisor cancels dependents of a failed job (like Slurm afterok)
+    task_log_token = "{shard}"  # an array job's tasks are N processes, each with its own log
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = Path(workdir)
@@ -110,6 +111,7 @@ class LocalScheduler:
             "after": list(req.after),
             "env": dict(req.env),
             "workdir": str(req.workdir) if req.workdir else None,
+            "array": req.array,
             "submitted_at": _dt.datetime.now(_dt.UTC).isoformat(),
         }
         _write_atomic(job_dir / "meta.json", json.dumps(meta, indent=1))
@@ -228,40 +230,52 @@ def supervise(job_dir: Path) -> int:
         if verdict == "run":
             break
         time.sleep(POLL_S)
-    env = dict(os.environ)
-    env.update(meta["env"])
-    env["USRBATCH_LOCAL_JOB_ID"] = meta["id"]
-    log_path = Path(meta["log"])
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            ["/bin/bash", meta["script"]],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=meta.get("workdir") or str(job_dir),
-            env=env,
-            start_new_session=True,
-        )
-    _write_atomic(job_dir / "child.pid", str(proc.pid))
+    tasks = int(meta.get("array") or 1)
+    procs: list[subprocess.Popen] = []
+    for task in range(1, tasks + 1):
+        env = dict(os.environ)
+        env.update(meta["env"])
+        env["USRBATCH_LOCAL_JOB_ID"] = meta["id"]
+        if tasks > 1:
+            env["USRBATCH_LOCAL_TASK_ID"] = str(task)
+        log_path = Path(meta["log"].replace("{shard}", str(task)))
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            procs.append(
+                subprocess.Popen(
+                    ["/bin/bash", meta["script"]],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=meta.get("workdir") or str(job_dir),
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+    _write_atomic(job_dir / "child.pid", "\n".join(str(p.pid) for p in procs))
     _write_atomic(job_dir / "state", "running")
     cancelled = False
-    while proc.poll() is None:
+    while any(p.poll() is None for p in procs):
         if not cancelled and (job_dir / "cancel").exists():
             cancelled = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            for proc in procs:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
         time.sleep(POLL_S)
-    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    codes = [p.returncode if p.returncode >= 0 else 128 - p.returncode for p in procs]
+    code = next((c for c in codes if c != 0), 0)  # an array fails when any task fails
     if cancelled:
         _finish(job_dir, CANCELLED, code, "cancelled while running")
     else:
-        _finish(job_dir, COMPLETED if code == 0 else FAILED, code, "" if code == 0 else f"exit {code}")
+        failed = [str(i) for i, c in enumerate(codes, 1) if c != 0]
+        reason = "" if code == 0 else f"exit {code}" + (f" (tasks {','.join(failed)})" if tasks > 1 else "")
+        _finish(job_dir, COMPLETED if code == 0 else FAILED, code, reason)
     return code
 
 

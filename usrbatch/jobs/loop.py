@@ -122,6 +122,8 @@ class StepSpec:
     args: dict[str, Any]
     writes: bool = False  # writes the loop's root (densegen, infer; `writes:` overrides)
     job_env: JobEnv = JobEnv()
+    shards: int = 1  # > 1: an array job of this many tasks (SGE -t, Slurm --array, N local processes)
+    after: tuple[str, ...] = ()  # step names this step waits for (default: the step before it)
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,9 @@ def _step(
     if kind not in STEP_KINDS:
         raise _err(path, f"{where}.kind", f"unknown step kind '{kind}' (expected {', '.join(STEP_KINDS)})")
     spec_keys = KIND_KEYS[kind]
-    _check_keys(path, where, raw, ["kind", "name", "resources", "writes", *JOB_KEYS, *spec_keys])
+    _check_keys(
+        path, where, raw, ["kind", "name", "resources", "writes", "shards", "after", *JOB_KEYS, *spec_keys]
+    )
     args: dict[str, Any] = {}
     for key, default in spec_keys.items():
         if key in raw:
@@ -324,7 +328,23 @@ def _step(
     if kind == "sync" and writes:
         raise _err(path, f"{where}.writes", "a sync step cannot be marked as writing (remove writes:)")
     job_env = _job_env(path, where, raw, base_env)
-    return StepSpec(name=name, kind=kind, resources=resources, args=args, writes=writes, job_env=job_env)
+    shards = _int(path, f"{where}.shards", raw.get("shards", 1), minimum=1)
+    if shards > 1 and kind == "sync":
+        raise _err(path, f"{where}.shards", "a sync step runs once (shards: only on densegen, infer, shell)")
+    after = raw.get("after", [])
+    after = [after] if isinstance(after, str) else after
+    if not isinstance(after, list) or not all(isinstance(a, str) and a for a in after):
+        raise _err(path, f"{where}.after", "expected a list of earlier step names")
+    return StepSpec(
+        name=name,
+        kind=kind,
+        resources=resources,
+        args=args,
+        writes=writes,
+        job_env=job_env,
+        shards=shards,
+        after=tuple(after),
+    )
 
 
 def default_tfbs() -> Path | None:
@@ -389,6 +409,14 @@ def parse_spec(data: Any, path: Path) -> LoopSpec:
                 f"steps[{i}].name",
                 f"duplicate step name '{step.name}' (also steps[{seen[step.name]}]); set name:",
             )
+        for pred in step.after:
+            if pred not in seen:
+                known = ", ".join(seen) or "none"
+                raise _err(
+                    path,
+                    f"steps[{i}].after",
+                    f"'{pred}' is not an earlier step (earlier steps: {known}); list steps in run order",
+                )
         seen[step.name] = i
     remote = _str(path, "remote", data["remote"], pattern=NAME) if data.get("remote") is not None else None
     if remote is None and any(s.kind == "sync" for s in steps):
@@ -474,6 +502,15 @@ class JobRecord:
     scheduler_id: str | None = None
     submitted_at: str | None = None
     previous_ids: list[str] = field(default_factory=list)
+    shards: int = 1
+
+    def record_keys(self) -> list[str]:
+        """The keys its run records under `<loop dir>/jobs/` (one per shard: `<key>.s<n>`)."""
+        return [self.key] if self.shards <= 1 else [shard_key(self.key, n) for n in range(1, self.shards + 1)]
+
+
+def shard_key(key: str, shard: int | str) -> str:
+    return f"{key}.s{shard}"
 
 
 @dataclass
@@ -504,13 +541,26 @@ def job_name(loop_id: str, key: str) -> str:
 
 
 def plan_jobs(spec: LoopSpec, iterations: int) -> list[JobRecord]:
-    """Every job of `iterations` iterations, chained in order."""
+    """Every job of `iterations` iterations. A step waits for the steps named in its `after:`, else
+    for the step before it; an iteration's first steps wait for every job of the previous iteration
+    that no other job of it waits for (its last steps)."""
     jobs: list[JobRecord] = []
+    previous_tails: list[str] = []
     for it in range(1, iterations + 1):
+        keys: dict[str, str] = {}
+        waited_on: set[str] = set()
+        this: list[JobRecord] = []
         for index, step in enumerate(spec.steps):
             key = job_key(it, index, step.name)
-            after = [jobs[-1].key] if jobs else []
-            jobs.append(
+            if step.after:
+                after = [keys[name] for name in step.after]
+            elif index > 0:
+                after = [this[-1].key]
+            else:
+                after = list(previous_tails)
+            waited_on.update(k for k in after if k in keys.values())
+            keys[step.name] = key
+            this.append(
                 JobRecord(
                     key=key,
                     step=step.name,
@@ -519,8 +569,11 @@ def plan_jobs(spec: LoopSpec, iterations: int) -> list[JobRecord]:
                     index=index,
                     name=job_name(spec.loop_id, key),
                     after=after,
+                    shards=step.shards,
                 )
             )
+        previous_tails = [j.key for j in this if j.key not in waited_on]
+        jobs += this
     return jobs
 
 

@@ -47,6 +47,27 @@ def read_outcome(loop_dir: Path, key: str) -> dict | None:
         return None
 
 
+def combined_outcome(loop_dir: Path, keys: list[str]) -> dict | None:
+    """One job's outcome from its record keys (one per shard): the first failed or refused shard's,
+    else, once every shard succeeded, a success with the longest shard's duration; else None."""
+    if len(keys) == 1:
+        return read_outcome(loop_dir, keys[0])
+    outcomes = [read_outcome(loop_dir, k) for k in keys]
+    for outcome in outcomes:
+        if outcome is not None and outcome.get("exit_code") != 0:
+            return outcome
+    if any(o is None for o in outcomes):
+        return None
+    durations = [o.get("duration_s") for o in outcomes if isinstance(o.get("duration_s"), int | float)]
+    return {
+        "key": keys[0].rsplit(".s", 1)[0],
+        "exit_code": 0,
+        "outcome": "succeeded",
+        "duration_s": max(durations) if durations else None,
+        "shards": len(keys),
+    }
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 

@@ -40,6 +40,7 @@ class SubmitRequest:
     after: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     workdir: Path | None = None
+    array: int = 1  # > 1: an array job of tasks 1..array (its log path holds the task token)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Scheduler(Protocol):
 
     name: str
     fail_exit: int
+    task_log_token: str
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
         """The argv that submits `req` (printed by --dry-run; ids in `after` may be placeholders)."""
@@ -166,6 +168,12 @@ def scheduler_class(name: str) -> type:
 def fail_exit(name: str) -> int:
     """The exit code a failed job script ends with on scheduler `name` (see Scheduler.fail_exit)."""
     return int(scheduler_class(name).fail_exit)
+
+
+def task_log_token(name: str) -> str:
+    """What an array job's log path holds where the task number goes (SGE `$TASK_ID`, Slurm `%a`;
+    the local scheduler formats `{shard}` itself)."""
+    return str(scheduler_class(name).task_log_token)
 
 
 def make_scheduler(name: str, *, loop_dir: Path) -> Scheduler:

@@ -40,8 +40,15 @@ def _native_to_state(native: str) -> str:
     return UNKNOWN
 
 
+# An array job's state from its tasks': it runs while any task runs or waits to run, and is
+# error-held (Eqw) once only failed tasks are left.
+_PRIORITY = {RUNNING: 4, PENDING: 3, ERROR_HELD: 2, HELD: 1, UNKNOWN: 0}
+
+
 def parse_qstat_xml(text: str) -> dict[str, JobInfo]:
-    """Job id -> JobInfo from `qstat -u USER -xml` (both running and pending lists)."""
+    """Job id -> JobInfo from `qstat -u USER -xml` (both running and pending lists). An array job
+    has one entry per running task and one for its pending tasks: the job runs while any task runs or
+    waits, else it is error-held if any task is."""
     out: dict[str, JobInfo] = {}
     if not text.strip():
         return out
@@ -49,8 +56,12 @@ def parse_qstat_xml(text: str) -> dict[str, JobInfo]:
     for job in root.iter("job_list"):
         number = (job.findtext("JB_job_number") or "").strip()
         native = (job.findtext("state") or "").strip()
-        if number:
-            out[number] = JobInfo(job_id=number, state=_native_to_state(native), native_state=native)
+        if not number:
+            continue
+        info = JobInfo(job_id=number, state=_native_to_state(native), native_state=native)
+        seen = out.get(number)
+        if seen is None or _PRIORITY.get(info.state, 0) > _PRIORITY.get(seen.state, 0):
+            out[number] = info
     return out
 
 
@@ -80,8 +91,9 @@ def parse_qstat_names(text: str) -> dict[str, list[str]]:
 
 
 def parse_qacct(text: str) -> dict[str, JobInfo]:
-    """Job id -> JobInfo from `qacct -j ...` output; with requeues, the last record wins."""
-    out: dict[str, JobInfo] = {}
+    """Job id -> JobInfo from `qacct -j ID` output; with requeues, a task's last record wins. An
+    array job (records with a `taskid`) failed if any task failed (its exit code is that task's)."""
+    tasks: dict[tuple[str, str], JobInfo] = {}
     record: dict[str, str] = {}
 
     def flush() -> None:
@@ -94,7 +106,7 @@ def parse_qacct(text: str) -> dict[str, JobInfo]:
             code = None
         failed = record.get("failed", "0").split()[0] if record.get("failed") else "0"
         ok = code == 0 and failed == "0"
-        out[number] = JobInfo(
+        tasks[(number, record.get("taskid", "undefined"))] = JobInfo(
             job_id=number,
             state=COMPLETED if ok else FAILED,
             native_state=f"exit_status={code} failed={record.get('failed', '0')}",
@@ -110,6 +122,11 @@ def parse_qacct(text: str) -> dict[str, JobInfo]:
         if key:
             record[key] = value.strip()
     flush()
+    out: dict[str, JobInfo] = {}
+    for (number, _task), info in tasks.items():
+        seen = out.get(number)
+        if seen is None or (seen.state == COMPLETED and info.state == FAILED):
+            out[number] = info
     return out
 
 
@@ -125,6 +142,7 @@ class SgeScheduler:
     # A job script exiting 100 puts the job in Eqw: its -hold_jid dependents stay held (SGE
     # releases them on any other exit code).
     fail_exit = 100
+    task_log_token = "$TASK_ID"  # qsub expands it in -o for each task of an array job
 
     def __init__(self) -> None:
         self._finished: dict[str, JobInfo] = {}
@@ -133,6 +151,8 @@ class SgeScheduler:
         argv = ["qsub", "-terse", "-S", "/bin/bash", "-N", req.name, "-j", "y", "-o", str(req.log)]
         if req.workdir is not None:
             argv += ["-wd", str(req.workdir)]
+        if req.array > 1:
+            argv += ["-t", f"1-{req.array}"]
         if req.after:
             argv += ["-hold_jid", ",".join(req.after)]
         if req.env:

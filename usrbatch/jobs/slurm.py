@@ -48,25 +48,45 @@ def _state(native: str) -> str:
     return _STATES.get(native.split()[0] if native else "", UNKNOWN)
 
 
+# An array job's state from its tasks': it runs while any task runs or waits, then it failed if any
+# task failed (or was cancelled), else it completed.
+_PRIORITY = {RUNNING: 6, PENDING: 5, HELD: 4, FAILED: 3, CANCELLED: 2, COMPLETED: 1, UNKNOWN: 0}
+
+
+def _base_id(job_id: str) -> str:
+    """`123_4` / `123_[2-3]` (array tasks) -> `123`, the id the loop recorded."""
+    return job_id.split("_", 1)[0]
+
+
+def _merge(out: dict[str, JobInfo], info: JobInfo) -> None:
+    seen = out.get(info.job_id)
+    if seen is None or _PRIORITY.get(info.state, 0) > _PRIORITY.get(seen.state, 0):
+        out[info.job_id] = info
+
+
 def parse_squeue(text: str) -> dict[str, JobInfo]:
-    """Job id -> JobInfo from `squeue -h -t all -o '%i|%j|%T|%r'`."""
+    """Job id -> JobInfo from `squeue -h -t all -o '%i|%j|%T|%r'` (array tasks merged into their job)."""
     out: dict[str, JobInfo] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 4 or not parts[0]:
             continue
-        job_id, _name, native, reason = parts[0], parts[1], parts[2], parts[3]
+        job_id, _name, native, reason = _base_id(parts[0]), parts[1], parts[2], parts[3]
         state = _state(native)
         if state == PENDING and reason in ("JobHeldUser", "JobHeldAdmin"):
             state = HELD
-        out[job_id] = JobInfo(
-            job_id=job_id, state=state, native_state=native, reason="" if reason == "None" else reason
+        _merge(
+            out,
+            JobInfo(
+                job_id=job_id, state=state, native_state=native, reason="" if reason == "None" else reason
+            ),
         )
     return out
 
 
 def parse_sacct(text: str) -> dict[str, JobInfo]:
-    """Job id -> JobInfo from `sacct -P -n -o JobID,JobName,State,ExitCode` (job steps ignored)."""
+    """Job id -> JobInfo from `sacct -P -n -o JobID,JobName,State,ExitCode` (job steps ignored, array
+    tasks merged into their job)."""
     out: dict[str, JobInfo] = {}
     for line in text.splitlines():
         parts = line.strip().split("|")
@@ -75,7 +95,9 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         job_id, _name, native, exit_field = parts[:4]
         code_text = exit_field.split(":")[0]
         code = int(code_text) if code_text.isdigit() else None
-        out[job_id] = JobInfo(job_id=job_id, state=_state(native), native_state=native, exit_code=code)
+        _merge(
+            out, JobInfo(job_id=_base_id(job_id), state=_state(native), native_state=native, exit_code=code)
+        )
     return out
 
 
@@ -83,6 +105,7 @@ class SlurmScheduler:
     """Slurm through sbatch/squeue/sacct/scancel on PATH."""
 
     name = "slurm"
+    task_log_token = "%a"  # sbatch puts the array task id there
     fail_exit = 1  # afterok dependents of a failed job are cancelled (--kill-on-invalid-dep=yes)
 
     def __init__(self) -> None:
@@ -93,6 +116,8 @@ class SlurmScheduler:
         argv = ["sbatch", "--parsable", "-J", req.name, "-o", str(req.log), "--kill-on-invalid-dep=yes"]
         if req.workdir is not None:
             argv += ["--chdir", str(req.workdir)]
+        if req.array > 1:
+            argv.append(f"--array=1-{req.array}")
         if req.after:
             argv.append("--dependency=afterok:" + ":".join(req.after))
         export = ["ALL", *env_assignments(req.env, "sbatch --export")]

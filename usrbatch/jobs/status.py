@@ -9,7 +9,7 @@ from pathlib import Path
 
 from usrbatch.errors import JobError
 from usrbatch.jobs.loop import LoopState, load_state
-from usrbatch.jobs.record import read_outcome
+from usrbatch.jobs.record import combined_outcome, read_outcome
 from usrbatch.jobs.scheduler import (
     CANCELLED,
     COMPLETED,
@@ -69,6 +69,8 @@ class JobView:
     started_at: str | None
     finished_at: str | None
     reason: str
+    # A sharded job (`shards: N`): per shard {"shard", "state", "exit_code"} from its own record.
+    shards: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,15 @@ def _audit_index(loop_dir: Path) -> tuple[dict[str, dict], dict[str, int], set[s
     return by_key, sent, cancelled
 
 
+def _shard_view(shard: int, outcome: dict | None, started: bool) -> dict:
+    if outcome is None:
+        return {"shard": shard, "state": "running" if started else "pending", "exit_code": None}
+    if outcome.get("outcome") == "refused":
+        return {"shard": shard, "state": CANCELLED, "exit_code": None}
+    code = outcome.get("exit_code")
+    return {"shard": shard, "state": COMPLETED if code == 0 else FAILED, "exit_code": code}
+
+
 def job_views(state: LoopState, loop_dir: Path, scheduler: Scheduler) -> list[JobView]:
     ids = [j.scheduler_id for j in state.jobs if j.scheduler_id]
     try:
@@ -138,10 +149,18 @@ def job_views(state: LoopState, loop_dir: Path, scheduler: Scheduler) -> list[Jo
     views = []
     for job in state.jobs:
         info = infos.get(job.scheduler_id or "")
-        outcome = read_outcome(loop_dir, job.key)
-        audit = by_key.get(job.key, {})
-        started = audit.get("job.started", {}).get("ts")
-        finished_ev = audit.get("job.finished") or audit.get("job.refused") or {}
+        record_keys = job.record_keys()
+        outcome = combined_outcome(loop_dir, record_keys)
+        audits = [by_key.get(k, {}) for k in record_keys]
+        starts = [a["job.started"]["ts"] for a in audits if "job.started" in a]
+        ends = [(a.get("job.finished") or a.get("job.refused") or {}).get("ts") for a in audits]
+        started = min(starts) if starts else None
+        finished_ev = {"ts": max(ends)} if ends and all(ends) else {}
+        shards: tuple[dict, ...] = ()
+        if job.shards > 1:
+            shards = tuple(
+                _shard_view(n, read_outcome(loop_dir, k), k in by_key) for n, k in enumerate(record_keys, 1)
+            )
         exit_code = outcome.get("exit_code") if outcome else (info.exit_code if info else None)
         reason = info.reason if info else ""
         if not job.scheduler_id:
@@ -177,6 +196,7 @@ def job_views(state: LoopState, loop_dir: Path, scheduler: Scheduler) -> list[Jo
                 started_at=started,
                 finished_at=finished_ev.get("ts"),
                 reason=reason,
+                shards=shards,
             )
         )
     return views
@@ -267,8 +287,13 @@ def format_status(status: LoopStatus) -> str:
         f"loop {status.loop_id}  scheduler={status.scheduler}  dataset={status.dataset}  state={status.state}",
         f"dir  {status.loop_dir}",
     ]
-    for r in rows:
+    lines.append("  ".join(c.ljust(w) for c, w in zip(rows[0][:-1], widths, strict=True)) + "  " + rows[0][-1])
+    for r, v in zip(rows[1:], status.jobs, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+        if v.shards:
+            done = sum(1 for sh in v.shards if sh["state"] == COMPLETED)
+            each = " ".join(f"s{sh['shard']}={sh['state']}" for sh in v.shards)
+            lines.append(f"  shards of {v.key}: {done}/{len(v.shards)} completed ({each})")
     for hint in status.hints:
         lines.append(f"Hint: {hint}")
     return "\n".join(lines)

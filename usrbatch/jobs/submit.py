@@ -29,9 +29,17 @@ from usrbatch.jobs.loop import (
     now_utc,
     plan_jobs,
     save_state,
+    shard_key,
 )
-from usrbatch.jobs.record import jobs_dir, read_outcome
-from usrbatch.jobs.scheduler import ALIVE_STATES, Scheduler, SubmitRequest, fail_exit, make_scheduler
+from usrbatch.jobs.record import combined_outcome, jobs_dir
+from usrbatch.jobs.scheduler import (
+    ALIVE_STATES,
+    Scheduler,
+    SubmitRequest,
+    fail_exit,
+    make_scheduler,
+    task_log_token,
+)
 from usrbatch.jobs.status import iter_audit
 from usrbatch.jobs.topology import check_step_order
 
@@ -42,6 +50,13 @@ def script_path(loop_dir: Path, key: str) -> Path:
 
 def log_path(loop_dir: Path, key: str) -> Path:
     return loop_dir / "logs" / f"{key}.log"
+
+
+def job_log(spec: LoopSpec, job: JobRecord) -> Path:
+    """The log the scheduler writes: one per shard of a sharded job (`<key>.s<task>.log`)."""
+    if job.shards <= 1:
+        return log_path(spec.loop_dir, job.key)
+    return log_path(spec.loop_dir, shard_key(job.key, task_log_token(spec.scheduler)))
 
 
 def _recover_ids(sched: Scheduler, loop_dir: Path, job: JobRecord) -> list[str]:
@@ -65,6 +80,12 @@ def step_of(spec: LoopSpec, name: str) -> StepSpec:
     )
 
 
+def _record_keys(spec: LoopSpec, key: str) -> list[str]:
+    """The record keys of the job `key` (`i<iter>-<nn>-<step>`): one per shard of its step."""
+    shards = spec.steps[int(key.split("-")[1]) - 1].shards
+    return [key] if shards <= 1 else [shard_key(key, n) for n in range(1, shards + 1)]
+
+
 def render_context(spec: LoopSpec, job: JobRecord) -> dict:
     """Everything a template may use (see docs/audit-log.md and templates/_common/job.j2)."""
     step = step_of(spec, job.step)
@@ -80,9 +101,10 @@ def render_context(spec: LoopSpec, job: JobRecord) -> dict:
             "kind": job.kind,
             "iteration": job.iteration,
             "index": job.index,
-            "log": str(log_path(loop_dir, job.key)),
+            "log": str(job_log(spec, job)),
             "script": str(script_path(loop_dir, job.key)),
-            "after_keys": list(job.after),
+            "after_keys": [k for pred in job.after for k in _record_keys(spec, pred)],
+            "shards": job.shards,
         },
         "loop": {
             "id": spec.loop_id,
@@ -192,7 +214,7 @@ def _after_ids(state: LoopState, job: JobRecord, loop_dir: Path, placeholders: b
     ids = []
     for key in job.after:
         pred = state.job(key)
-        outcome = read_outcome(loop_dir, key)
+        outcome = combined_outcome(loop_dir, pred.record_keys())
         if outcome is not None and outcome.get("exit_code") == 0 and pred.status == "submitted":
             continue
         if pred.scheduler_id:
@@ -226,8 +248,9 @@ def _reset_failed(
             if job.scheduler_id:
                 job.previous_ids.append(job.scheduler_id)
             job.status, job.scheduler_id, job.submitted_at = "planned", None, None
-            for suffix in (".outcome.json", ".started.json"):
-                (jobs_dir(loop_dir) / f"{job.key}{suffix}").unlink(missing_ok=True)
+            for record_key in job.record_keys():
+                for suffix in (".outcome.json", ".started.json"):
+                    (jobs_dir(loop_dir) / f"{record_key}{suffix}").unlink(missing_ok=True)
     emit(f"resume: resubmitting {len(redo)} job(s) from {min(redo)}")
 
 
@@ -257,8 +280,9 @@ def submit_loop(
             req = SubmitRequest(
                 script=script_path(loop_dir, job.key),
                 name=job.name,
-                log=log_path(loop_dir, job.key),
+                log=job_log(spec, job),
                 after=tuple(_after_ids(state, job, loop_dir, placeholders=True)),
+                array=job.shards,
                 workdir=spec.workdir or loop_dir,
             )
             emit(f"### job {job.key} -> {req.script}")
@@ -315,8 +339,9 @@ def submit_loop(
             req = SubmitRequest(
                 script=path,
                 name=job.name,
-                log=log_path(loop_dir, job.key),
+                log=job_log(spec, job),
                 after=tuple(_after_ids(state, job, loop_dir, placeholders=False)),
+                array=job.shards,
                 workdir=spec.workdir or loop_dir,
             )
             job.status = "submitting"
