@@ -141,3 +141,26 @@ def test_save_rewrites_whole_file_sorted_and_keeps_others(tmp_path: Path) -> Non
     assert cfg.stat().st_mode & 0o777 == 0o600
     assert get_remote("alpha", cfg) == remote
     assert [p.name for p in tmp_path.iterdir()] == ["r.yaml"]  # no temp file left behind
+
+
+def test_transport_and_control_persist_keys_are_validated(tmp_path) -> None:
+    import pytest
+
+    from usrbatch.errors import RemoteConfigError
+    from usrbatch.remotes import parse_remote
+
+    base = {"host": "h", "user": "u", "base_dir": "/b"}
+    remote = parse_remote("scc", {**base, "transport": "paramiko", "control_persist": "2h"})
+    assert (remote.transport, remote.control_persist) == ("paramiko", 7200)
+    assert remote.to_yaml()["transport"] == "paramiko" and remote.to_yaml()["control_persist"] == 7200
+    plain = parse_remote("scc", base)
+    assert plain.transport is None and plain.control_persist is None and "transport" not in plain.to_yaml()
+    assert parse_remote("scc", {**base, "control_persist": 600}).control_persist == 600
+    cfg = tmp_path / "remotes.yaml"
+    with pytest.raises(RemoteConfigError, match=r"remote 'scc' key 'transport' .* Did you mean 'openssh'\?"):
+        parse_remote("scc", {**base, "transport": "opnessh"}, cfg)
+    for bad in ("soon", "0", -5, True, "30x"):
+        with pytest.raises(RemoteConfigError, match="key 'control_persist' must be a positive duration"):
+            parse_remote("scc", {**base, "control_persist": bad})
+    with pytest.raises(RemoteConfigError, match="Did you mean 'control_persist'"):
+        parse_remote("scc", {**base, "control_persists": "10m"})

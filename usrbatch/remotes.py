@@ -26,7 +26,18 @@ REMOTE_TYPES = ("ssh", "local")
 SSH_REQUIRED = ("host", "user", "base_dir")
 LOCAL_REQUIRED = ("base_dir",)
 LOCAL_KEYS = ("type", "base_dir", "repo_root", "local_repo_root")
-SSH_KEYS = (*LOCAL_KEYS, "host", "user", "port", "batch_mode", "ssh_key_env")
+SSH_KEYS = (
+    *LOCAL_KEYS,
+    "host",
+    "user",
+    "port",
+    "batch_mode",
+    "ssh_key_env",
+    "transport",
+    "control_persist",
+)
+TRANSPORTS = ("openssh", "paramiko")  # ssh remotes: the system ssh client, or in-process paramiko
+DEFAULT_CONTROL_PERSIST_S = 1800  # an openssh master lives this long after its last session
 TOP_KEYS = ("remotes",)
 
 
@@ -44,6 +55,8 @@ class RemoteConfig:
     batch_mode: bool = True
     repo_root: str | None = None
     local_repo_root: str | None = None
+    transport: Literal["openssh", "paramiko"] | None = None  # None: openssh where `ssh` exists
+    control_persist: int | None = None  # seconds (openssh); None: DEFAULT_CONTROL_PERSIST_S
 
     @property
     def target(self) -> str:
@@ -83,7 +96,7 @@ class RemoteConfig:
                 if getattr(self, key):
                     out[key] = getattr(self, key)
             return out
-        return {
+        out = {
             "type": "ssh",
             "host": self.host,
             "user": self.user,
@@ -94,6 +107,10 @@ class RemoteConfig:
             "repo_root": self.repo_root,
             "local_repo_root": self.local_repo_root,
         }
+        for key in ("transport", "control_persist"):  # only when chosen
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def remotes_path(explicit: Path | str | None = None) -> Path:
@@ -157,6 +174,43 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any, where: str) -> int:
+    """`control_persist`: seconds as an integer, or `90s`, `30m`, `2h`, `1d` (as ssh_config's
+    time format); RemoteConfigError naming `where` otherwise."""
+    text = str(value).strip().lower()
+    ok = not isinstance(value, bool) and bool(text)
+    seconds = 0
+    if ok and text.isdigit():
+        seconds = int(text)
+    elif ok and text[:-1].isdigit() and text[-1] in _DURATION:
+        seconds = int(text[:-1]) * _DURATION[text[-1]]
+    else:
+        ok = False
+    if not ok or seconds <= 0:
+        raise RemoteConfigError(
+            f"{where} key 'control_persist' must be a positive duration such as 600, 90s, 30m or 2h, "
+            f"got {value!r}."
+        )
+    return seconds
+
+
+def _parse_transport(value: Any, where: str) -> Literal["openssh", "paramiko"] | None:
+    if value is None or value == "":
+        return None
+    if value not in TRANSPORTS:
+        close = difflib.get_close_matches(str(value), TRANSPORTS, n=1)
+        guess = f" Did you mean '{close[0]}'?" if close else ""
+        raise RemoteConfigError(
+            f"{where} key 'transport' must be one of {', '.join(TRANSPORTS)}, got {value!r}.{guess}",
+            hint="openssh uses the system ssh client (ControlMaster, your whole ssh_config); "
+            "paramiko runs SSH in-process.",
+        )
+    return value
+
+
 def parse_remote(name: str, raw: Any, path: Path | None = None) -> RemoteConfig:
     """Validate one `remotes.<name>` mapping; RemoteConfigError names the remote and the key (and
     the file, when given)."""
@@ -194,6 +248,7 @@ def parse_remote(name: str, raw: Any, path: Path | None = None) -> RemoteConfig:
         port = int(22 if port_raw is None else port_raw)
     except (TypeError, ValueError):
         port = -1
+    where = f"{path}: remote '{name}'" if path else f"Remote '{name}'"
     if not 0 < port < 65536 or isinstance(port_raw, bool):
         raise RemoteConfigError(f"Remote '{name}' key 'port' must be an integer 1-65535, got {port_raw!r}.")
     return RemoteConfig(
@@ -207,6 +262,12 @@ def parse_remote(name: str, raw: Any, path: Path | None = None) -> RemoteConfig:
         batch_mode=_parse_bool(name, "batch_mode", raw.get("batch_mode"), True),
         repo_root=_opt_str(raw.get("repo_root")),
         local_repo_root=_opt_str(raw.get("local_repo_root")),
+        transport=_parse_transport(raw.get("transport"), where),
+        control_persist=(
+            None
+            if raw.get("control_persist") in (None, "")
+            else parse_duration(raw.get("control_persist"), where)
+        ),
     )
 
 

@@ -279,3 +279,97 @@ def test_wrong_password_fails_with_what_was_tried(
         f"(tried: {sshd_password.client_key}, password)."
     ) in out.splitlines()
     assert "Traceback" not in out and wrong not in out and password not in out
+
+
+def _openssh_setup(tmp_path: Path, server: SshdServer, *, batch_mode: bool) -> tuple[Path, Path]:
+    """remotes.yaml naming `transport: openssh`, and an ssh_config that lets OpenSSH answer the
+    keyboard-interactive factor (the server's own file turns it off for the batch tests)."""
+    cfg = _remotes(tmp_path, server, batch_mode=batch_mode)
+    cfg.write_text(cfg.read_text() + "    transport: openssh\n    control_persist: 10m\n")
+    ssh_cfg = tmp_path / "ssh_config"
+    ssh_cfg.write_text(
+        server.ssh_config.read_text().replace(
+            "KbdInteractiveAuthentication no", "KbdInteractiveAuthentication yes"
+        )
+    )
+    ssh_cfg.chmod(0o600)
+    return cfg, ssh_cfg
+
+
+def _logins(server: SshdServer) -> int:
+    return server.log.read_text().count(f"Accepted keyboard-interactive/pam for {AUTH_TEST_USER}")
+
+
+def test_openssh_warm_auth_once_then_commands_reuse_the_login(
+    sshd_2fa: SshdServer, password: str, tmp_path: Path, control_dir: Path
+) -> None:
+    """One 2FA prompt (warm-auth, on a terminal), then push, diff, pull and status without a
+    terminal reuse the ControlMaster: one login in the sshd log, no prompt anywhere; after
+    `remotes close` a batch command fails with the warm-auth hint instead of prompting."""
+    cfg, ssh_cfg = _openssh_setup(tmp_path, sshd_2fa, batch_mode=False)
+    env = _env(tmp_path) | {"USRBATCH_SSH_CONFIG": str(ssh_cfg), "USRBATCH_CONTROL_DIR": str(control_dir)}
+    before = _logins(sshd_2fa)
+    code, out, answered = run_on_pty(
+        ["--remotes-config", str(cfg), "remotes", "warm-auth", "scc"], env, {PAM_PROMPT: password}
+    )
+    assert code == 0, out
+    assert answered == [PAM_PROMPT]
+    assert "Bootstrap     : started" in out and "Control socket: live (pid " in out
+    assert password not in out
+    root = tmp_path / "local"
+    make_dataset(root, "densegen/demo")
+    args = ["--root", str(root), "--remotes-config", str(cfg)]
+    commands = [
+        [*args, "push", "densegen/demo", "scc", "-y"],
+        [*args, "diff", "densegen/demo", "scc"],
+        [*args, "pull", "densegen/demo", "scc", "-y"],
+        ["--remotes-config", str(cfg), "remotes", "status", "scc", "--json"],
+    ]
+    outputs = []
+    for argv in commands:
+        res = subprocess.run(
+            [str(USR), *argv], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=120
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert PAM_PROMPT not in res.stdout + res.stderr
+        outputs.append(res.stdout)
+    assert (sshd_2fa.user_dir / "densegen" / "demo" / "records.parquet").is_file()  # type: ignore[operator]
+    status = json.loads(outputs[-1])
+    assert status["socket_live"] is True and status["transport"] == "openssh"
+    assert status["control_persist_s"] == 600 and status["recommendation"] == "ready for sync"
+    assert _logins(sshd_2fa) - before == 1  # N commands, one login, one prompt
+
+    code, out, _ = run_on_pty(["--remotes-config", str(cfg), "remotes", "close", "scc"], env, {})
+    assert code == 0 and "Closed the SSH login for remote 'scc'." in out
+    res = subprocess.run(
+        [str(USR), *commands[1]],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert PAM_PROMPT not in res.stdout + res.stderr
+    assert f"ERROR: SSH authentication failed for {AUTH_TEST_USER}@{sshd_2fa.alias}" in res.stdout
+    assert "usr remotes warm-auth scc" in res.stdout
+    assert _logins(sshd_2fa) - before == 1
+
+
+def test_openssh_warm_auth_without_a_terminal_never_prompts(
+    sshd_2fa: SshdServer, tmp_path: Path, control_dir: Path
+) -> None:
+    cfg, ssh_cfg = _openssh_setup(tmp_path, sshd_2fa, batch_mode=False)
+    env = _env(tmp_path) | {"USRBATCH_CONTROL_DIR": str(control_dir)}
+    res = subprocess.run(
+        [str(USR), "--remotes-config", str(cfg), "remotes", "warm-auth", "scc", "--ssh-config", str(ssh_cfg)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert PAM_PROMPT not in res.stdout + res.stderr
+    assert res.stdout.startswith(f"ERROR: SSH authentication failed for {AUTH_TEST_USER}@{sshd_2fa.alias}")
+    assert "Traceback" not in res.stdout + res.stderr

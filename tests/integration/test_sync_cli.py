@@ -26,7 +26,7 @@ DS = "densegen/my_dataset"
 
 
 @pytest.fixture
-def env(sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def env(sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ssh_backend: str):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("USRBATCH_SSH_CONFIG", str(sshd_server.ssh_config))
     monkeypatch.delenv("USRBATCH_AUDIT_LOG", raising=False)

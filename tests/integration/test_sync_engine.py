@@ -1,7 +1,8 @@
 """The engine scenarios of tests/sync, run again over SSH against the private sshd.
 
-The same test functions (imported below) get a `sides` fixture whose transport is an SshTransport
-to a base_dir on this machine; the engine code path is identical, which is the point.
+The same test functions (imported below) get a `sides` fixture whose transport is an ssh
+transport to a base_dir on this machine, once per backend (`ssh_backend`: openssh, paramiko); the
+engine code path is identical, which is the point.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from usrbatch.remotes import RemoteConfig  # noqa: E402
 from usrbatch.sync import engine  # noqa: E402
 from usrbatch.sync.options import SyncOptions  # noqa: E402
 from usrbatch.transport.factory import open_transport  # noqa: E402
+from usrbatch.transport.openssh import OpenSshTransport  # noqa: E402
 
 try:
     from .services import SshdServer
@@ -61,7 +63,7 @@ def _audit_log_to_file(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def sides(sshd_server: SshdServer, tmp_path: Path) -> Iterator[Sides]:
+def sides(sshd_server: SshdServer, tmp_path: Path, ssh_backend: str) -> Iterator[Sides]:
     local_root = tmp_path / "local"
     remote_root = tmp_path / "remote base"  # a space: paths must be quoted end to end
     local_root.mkdir()
@@ -118,6 +120,13 @@ def _record_commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(self, command)
 
     monkeypatch.setattr(paramiko.Channel, "exec_command", exec_command)
+    real_argv = OpenSshTransport._remote_argv
+
+    def remote_argv(self, command):
+        sent.append(command)
+        return real_argv(self, command)
+
+    monkeypatch.setattr(OpenSshTransport, "_remote_argv", remote_argv)
     return sent
 
 

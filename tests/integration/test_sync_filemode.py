@@ -53,7 +53,7 @@ def _audit_log_to_file(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def fm(sshd_server: SshdServer, tmp_path: Path) -> FileSides:
+def fm(sshd_server: SshdServer, tmp_path: Path, ssh_backend: str) -> FileSides:
     local_repo, remote_repo = tmp_path / "local repo", tmp_path / "remote repo"
     local_repo.mkdir()
     remote_repo.mkdir()
@@ -98,7 +98,7 @@ def test_ssh_round_trips_per_operation(fm: FileSides) -> None:
 
 
 @pytest.fixture
-def cli_env(sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def cli_env(sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ssh_backend: str):
     monkeypatch.setenv("USRBATCH_SSH_CONFIG", str(sshd_server.ssh_config))
     monkeypatch.delenv("USRBATCH_AUDIT_LOG", raising=False)
     monkeypatch.delenv("DNADESIGN_REPO_ROOT", raising=False)

@@ -1,4 +1,5 @@
-"""`usr remotes list|show|add|wizard|doctor`: manage remotes.yaml and check a remote."""
+"""`usr remotes list|show|add|wizard|doctor|warm-auth|status|close`: manage remotes.yaml, check a
+remote, and hold one SSH login per work session."""
 
 from __future__ import annotations
 
@@ -249,6 +250,107 @@ def doctor_cmd(ctx: UsrContext, name: str, check_base_dir: bool, ssh_config: str
         emit=lambda check: click.echo(check.render()),
     )
     click.echo("Doctor checks passed.")
+
+
+_SSH_CONFIG_OPTION = click.option(
+    "--ssh-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="ssh_config file to pass to ssh -F (default: $USRBATCH_SSH_CONFIG, else ssh's own).",
+)
+
+
+def _ssh_config(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def _session_lines(status) -> list[str]:
+    """The aligned plain-text block of `remotes status` / `warm-auth` for one remote."""
+    if status.socket_live:
+        age = f", logged in {status.age_s:.0f} s ago" if status.age_s is not None else ""
+        master = f"live (pid {status.pid}{age})"
+    else:
+        master = "present-not-live" if status.socket_exists else ("absent" if status.control_path else "n/a")
+    lines = [
+        f"Remote        : {status.remote}",
+        f"SSH target    : {status.ssh_target}",
+        f"Transport     : {status.transport}",
+        f"Control socket: {master}",
+    ]
+    if status.control_path:
+        lines.append(f"Control path  : {status.control_path}")
+    if status.control_persist_s is not None:
+        lines.append(f"Persist       : {status.control_persist_s} s after the last session ends")
+    if status.bootstrap_state:
+        lines.append(f"Bootstrap     : {status.bootstrap_state}")
+    lines.append(f"Recommendation: {status.recommendation}")
+    return lines
+
+
+@remotes_group.command(name="warm-auth")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_SSH_CONFIG_OPTION
+@pass_usr
+def warm_auth_cmd(ctx: UsrContext, name: str, as_json: bool, ssh_config: str | None) -> None:
+    """Log in once (2FA prompts here, on the terminal) and keep the login for later commands.
+
+    Opens the remote's OpenSSH ControlMaster, which lives `control_persist` (default 30m) after its
+    last session; usr commands and jobs on this machine reuse it without prompting.
+    """
+    import json
+
+    from usrbatch.transport.openssh_session import warm_auth
+
+    status = warm_auth(get_remote(name, _config_path(ctx)), ssh_config_path=_ssh_config(ssh_config))
+    if as_json:
+        click.echo(json.dumps(status.to_json(), separators=(",", ":")))
+        return
+    for line in _session_lines(status):
+        click.echo(line)
+
+
+@remotes_group.command(name="status")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_SSH_CONFIG_OPTION
+@pass_usr
+def status_cmd(ctx: UsrContext, name: str | None, as_json: bool, ssh_config: str | None) -> None:
+    """Whether each ssh remote's login (ControlMaster) is alive, and since when."""
+    import json
+
+    from usrbatch.transport.openssh_session import session_status
+
+    path = _config_path(ctx)
+    remotes = (
+        [get_remote(name, path)] if name else [r for r in load_remotes(path).values() if r.type == "ssh"]
+    )
+    found = [session_status(r, ssh_config_path=_ssh_config(ssh_config)) for r in remotes]
+    if as_json:
+        data = found[0].to_json() if name else {"remotes": [s.to_json() for s in found]}
+        click.echo(json.dumps(data, separators=(",", ":")))
+        return
+    if not found:
+        click.echo("(no ssh remotes configured)")
+    for i, status in enumerate(found):
+        if i:
+            click.echo("")
+        for line in _session_lines(status):
+            click.echo(line)
+
+
+@remotes_group.command(name="close")
+@click.argument("name")
+@_SSH_CONFIG_OPTION
+@pass_usr
+def close_cmd(ctx: UsrContext, name: str, ssh_config: str | None) -> None:
+    """End the remote's login (ssh -O exit); the next command logs in again."""
+    from usrbatch.transport.openssh_session import close_session
+
+    if close_session(get_remote(name, _config_path(ctx)), ssh_config_path=_ssh_config(ssh_config)):
+        click.echo(f"Closed the SSH login for remote '{name}'.")
+    else:
+        click.echo(f"No live SSH login for remote '{name}'.")
 
 
 def register(group: click.Group) -> None:

@@ -97,6 +97,7 @@ class TransportStats:
     bytes_up: int = 0
     retries: int = 0
     resumed: int = 0  # files continued from a partial destination
+    logins: int = 0  # SSH logins made (openssh: ControlMaster starts; 0 when a live one was reused)
 
 
 class _Restart(Exception):
@@ -152,10 +153,32 @@ class SshTransport:
         window_size: int = WINDOW_SIZE,
         force_sh: bool = False,
     ) -> None:
-        self.remote = remote
         self.endpoint: SshEndpoint = resolve_endpoint(
             remote, ssh_config_path=ssh_config_path, known_hosts=known_hosts
         )
+        self._init_state(
+            remote,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            backoff=backoff,
+            workers=workers,
+            window_size=window_size,
+            force_sh=force_sh,
+        )
+
+    def _init_state(
+        self,
+        remote: RemoteConfig,
+        *,
+        connect_timeout: float,
+        retries: int | None,
+        backoff: float | None,
+        workers: int,
+        window_size: int,
+        force_sh: bool,
+    ) -> None:
+        """Everything but the endpoint (shared with openssh.py, which lets OpenSSH resolve it)."""
+        self.remote = remote
         self.connect_timeout = connect_timeout
         self.retries = max(
             1, retries if retries is not None else _env_number("USRBATCH_SSH_RETRIES", DEFAULT_RETRIES, int)
@@ -197,6 +220,7 @@ class SshTransport:
             self._drop_connection()
             self._conn = self._retry(self._open, what="connect", path=self.target)
             self.stats.connects += 1
+            self.stats.logins += 1
             return self._conn
 
     def adopt(self, connection: Connection) -> None:
@@ -249,9 +273,7 @@ class SshTransport:
         def before_sleep(state: Any) -> None:
             exc = state.outcome.exception() if state.outcome else None
             self.stats.retries += 1
-            with self._lock:
-                if self._conn is not None and not self._conn.active():
-                    self._drop_connection()
+            self._drop_if_dead()
             get_logger().info(
                 "sync.retry",
                 op=what,
@@ -543,9 +565,30 @@ class SshTransport:
 
     # ------------------------------------------------------------------ file data (SFTP)
 
+    # Connection hooks: what a transport with another connection (openssh.py) replaces.
+
+    def _drop_if_dead(self) -> None:
+        """Before a retry: forget the connection when it died, so the next use reconnects."""
+        with self._lock:
+            if self._conn is not None and not self._conn.active():
+                self._drop_connection()
+
+    def _connection_alive(self) -> bool:
+        return self._conn is not None and self._conn.active()
+
+    def _open_sftp_client(self) -> paramiko.SFTPClient:
+        """A new SFTP session on the live connection."""
+        conn = self.connect()
+        client = paramiko.SFTPClient.from_transport(
+            conn.transport, window_size=self.window_size, max_packet_size=MAX_PACKET
+        )
+        if client is None:
+            raise EOFError("could not open an SFTP session")
+        return client
+
     @contextlib.contextmanager
     def _sftp(self) -> Iterator[paramiko.SFTPClient]:
-        conn = self.connect()
+        self.connect()
         with self._lock:
             generation = self._generation
             client = None
@@ -555,11 +598,7 @@ class SshTransport:
                     client = candidate
                     break
         if client is None:
-            client = paramiko.SFTPClient.from_transport(
-                conn.transport, window_size=self.window_size, max_packet_size=MAX_PACKET
-            )
-            if client is None:
-                raise EOFError("could not open an SFTP session")
+            client = self._open_sftp_client()
             with self._lock:
                 self.stats.sftp_sessions += 1
         reusable = False
@@ -568,7 +607,7 @@ class SshTransport:
             reusable = True
         finally:
             with self._lock:
-                if reusable and generation == self._generation and conn.active():
+                if reusable and generation == self._generation and self._connection_alive():
                     self._sftp_pool.append((generation, client))
                 else:
                     with contextlib.suppress(Exception):
