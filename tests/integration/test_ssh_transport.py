@@ -278,12 +278,12 @@ def test_apply_renames_removes_and_refuses_escapes(transport: SshTransport, base
 
 
 def test_lease_contention_times_out_and_lease_dies_with_connection(
-    sshd_server: SshdServer, base: Path, pwned: Path
+    sshd_server: SshdServer, base: Path, pwned: Path, ssh_backend: str
 ) -> None:
     ds_id = "ns/le ase$(touch " + str(pwned) + ")"
     remote = _remote(sshd_server, base)
-    first = SshTransport(remote, ssh_config_path=sshd_server.ssh_config)
-    second = SshTransport(remote, ssh_config_path=sshd_server.ssh_config)
+    first = open_transport(remote, ssh_config_path=sshd_server.ssh_config)
+    second = open_transport(remote, ssh_config_path=sshd_server.ssh_config)
     try:
         holder = first.lease(ds_id, timeout=30)
         lease = holder.__enter__()
@@ -365,11 +365,11 @@ def empty_ssh_config(tmp_path: Path, sshd_server: SshdServer, monkeypatch: pytes
 
 
 def test_unknown_host_key_is_refused_with_fix_and_fingerprint(
-    sshd_server: SshdServer, base: Path, tmp_path: Path, empty_ssh_config: Path
+    sshd_server: SshdServer, base: Path, tmp_path: Path, empty_ssh_config: Path, ssh_backend: str
 ) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    t = SshTransport(_direct_remote(sshd_server, base), ssh_config_path=empty_ssh_config, known_hosts=empty)
+    t = open_transport(_direct_remote(sshd_server, base), ssh_config_path=empty_ssh_config, known_hosts=empty)
     with pytest.raises(RemoteUnavailableError) as info:
         t.inventory("ds")
     msg = str(info.value)
@@ -391,19 +391,21 @@ def _key_parts(server: SshdServer) -> tuple[str, bytes]:
 
 
 def test_changed_host_key_is_refused_loudly(
-    sshd_server: SshdServer, base: Path, tmp_path: Path, empty_ssh_config: Path
+    sshd_server: SshdServer, base: Path, tmp_path: Path, empty_ssh_config: Path, ssh_backend: str
 ) -> None:
     other = tmp_path / "other_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     kind, blob = other.with_suffix(".pub").read_text().split()[:2]
     kh = tmp_path / "known_hosts"
     kh.write_text(f"[127.0.0.1]:{sshd_server.port} {kind} {blob}\n")
-    t = SshTransport(_direct_remote(sshd_server, base), ssh_config_path=empty_ssh_config, known_hosts=kh)
+    before = kh.read_text()
+    t = open_transport(_direct_remote(sshd_server, base), ssh_config_path=empty_ssh_config, known_hosts=kh)
     with pytest.raises(
         RemoteUnavailableError, match="HOST KEY CHANGED for \\[127.0.0.1\\]:.*Refusing to connect"
     ):
         t.inventory("ds")
     t.close()
+    assert kh.read_text() == before
 
 
 def test_hashed_known_hosts_entries_and_ssh_key_env_work(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import weakref
 from pathlib import Path
 
 import paramiko
@@ -71,6 +72,7 @@ class OpenSshTransport(SshTransport):
             force_sh=force_sh,
         )
         self._master_generation: int | None = None  # the generation whose master is known live
+        self._channels: weakref.WeakSet[ProcessChannel] = weakref.WeakSet()  # lease holders
 
     @property
     def label(self) -> str:
@@ -177,7 +179,19 @@ class OpenSshTransport(SshTransport):
         self.connect()
         with self._lock:
             self.stats.execs += 1
-        return ProcessChannel(self._remote_argv)
+        chan = ProcessChannel(self._remote_argv)
+        with self._lock:
+            self._channels.add(chan)
+        return chan
+
+    def close(self) -> None:
+        """End this transport's sessions, lease holders included (their remote locks are released
+        on EOF, as when a paramiko connection closes); the shared master stays for later commands."""
+        with self._lock:
+            channels = list(self._channels)
+        for chan in channels:
+            chan.close()
+        super().close()
 
     def _open_sftp_client(self) -> paramiko.SFTPClient:
         """paramiko's SFTP client over the pipes of `ssh -s HOST sftp` on the master."""

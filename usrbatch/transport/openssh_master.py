@@ -333,13 +333,19 @@ def ssh_failure(
         )
     if "Host key verification failed" in text:
         port_flag = f"-p {target.port} " if target.port != 22 else ""
-        files = ", ".join(str(p) for p in target.known_hosts) or "~/.ssh/known_hosts (and your ssh config's)"
+        first = target.known_hosts[0] if target.known_hosts else "~/.ssh/known_hosts"
+        offered = server_key(target)
+        seen = f" Server key: {offered}." if offered else ""
         return RemoteUnavailableError(
-            f"Host key for {name} is not trusted (not in any known_hosts file); refusing to connect. "
-            f"Verify the fingerprint (`ssh-keyscan {port_flag}{target.host} | ssh-keygen -lf -`) with the "
-            f"host's admins, then trust it with: ssh-keyscan {port_flag}{target.host} >> ~/.ssh/known_hosts "
-            f"(or run `ssh {port_flag}{target.label}` once and accept it).",
-            hint=f"Files searched: {files}",
+            f"Host key for {name} is not trusted (not in any known_hosts file); refusing to connect.{seen} "
+            "Verify the fingerprint with the host's admins, then trust it with: "
+            f"ssh-keyscan {port_flag}{target.host} >> {first} (or run `ssh {port_flag}{target.label}` once "
+            "and accept it).",
+            hint="Files searched: "
+            + (
+                ", ".join(str(p) for p in target.known_hosts)
+                or "those your ssh config names (UserKnownHostsFile)"
+            ),
         )
     if "Permission denied" in text or "Too many authentication failures" in text:
         if interactive:
@@ -360,6 +366,20 @@ def ssh_failure(
             f"ssh login to {target.label} did not finish within {target.connect_timeout * 3 + 30:g} s."
         )
     return MasterFailed(f"SSH connection to {target.label} failed: {last}")
+
+
+def server_key(target: SshTarget) -> str | None:
+    """`<type> SHA256:<fp>` the server offers, read from `ssh -v` (which stops at the unknown key
+    before authenticating); None when it does not say. Only on the failure path."""
+    argv = [*target._base(), "-o", "ControlMaster=no", "-o", "BatchMode=yes", "-v", "--", target.host, "true"]
+    try:
+        res = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=target.connect_timeout + 5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"Server host key: (\S+) (SHA256:\S+)", res.stderr)
+    return f"{found.group(1)} {found.group(2)}" if found else None
 
 
 def is_interactive(remote: RemoteConfig) -> bool:
