@@ -275,3 +275,50 @@ def test_unknown_remotes_keys_name_file_remote_and_suggestion(
     assert out.splitlines()[0] == (
         f"ERROR: {cfg}: remote 's': key 'host' applies to ssh remotes only; this remote is type local."
     )
+
+
+def test_status_and_close_without_a_live_login(
+    cfg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No master yet: status says absent and what to do, close says there was none; a paramiko
+    remote has no master, a local one is not listed; warm-auth on them says why not."""
+    import json
+
+    cm = tmp_path / "cm"
+    monkeypatch.setenv("USRBATCH_CONTROL_DIR", str(cm))
+    monkeypatch.setenv("USRBATCH_SSH_TRANSPORT", "openssh")
+    cfg.write_text(
+        "remotes:\n"
+        "  scc: {type: ssh, host: scc1.bu.edu, user: alice, base_dir: /p, batch_mode: false, control_persist: 10m}\n"
+        "  old: {type: ssh, host: h, user: bob, base_dir: /q, transport: paramiko}\n"
+        f"  here: {{type: local, base_dir: {tmp_path}}}\n"
+    )
+    code, out = _usr(capsys, "remotes", "status", "scc", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    assert (data["remote"], data["transport"], data["socket_live"], data["socket_exists"]) == (
+        "scc",
+        "openssh",
+        False,
+        False,
+    )
+    assert data["control_persist_s"] == 600 and data["control_path"].startswith(str(cm) + "/cm-")
+    assert (
+        data["recommendation"]
+        == "run `usr remotes warm-auth scc` in a terminal to log in once for this session"
+    )
+    assert (cm.stat().st_mode & 0o777) == 0o700
+    code, out = _usr(capsys, "remotes", "status")
+    assert code == 0 and "Control socket: absent" in out and "Transport     : paramiko" in out
+    assert "here" not in out
+    code, out = _usr(capsys, "remotes", "status", "--json")
+    assert [r["remote"] for r in json.loads(out)["remotes"]] == ["old", "scc"]
+    assert _usr(capsys, "remotes", "close", "scc") == (0, "No live SSH login for remote 'scc'.\n")
+    code, out = _usr(capsys, "remotes", "warm-auth", "old")
+    assert (
+        code == 2
+        and "ERROR: Remote 'old' uses transport: paramiko" in out
+        and "Hint: Set `transport: openssh`" in out
+    )
+    code, out = _usr(capsys, "remotes", "warm-auth", "here")
+    assert code == 2 and "ERROR: Remote 'here' is type local: it has no SSH login." in out
