@@ -390,16 +390,29 @@ def _serve(
     raise RuntimeError(f"sshd could not bind a free port after 5 attempts; see {log}")
 
 
+def _child_pids(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def stop_sshd(proc: subprocess.Popen, timeout: float = 5.0) -> None:
-    """Stop an sshd from start_sshd (SIGTERM, then SIGKILL); safe to call twice."""
+    """Stop an sshd from start_sshd (SIGTERM, then SIGKILL), and its per-connection processes
+    (a stopped listener leaves open sessions running, e.g. an OpenSSH ControlMaster's
+    connection, which would otherwise outlive the test session); safe to call twice."""
     if proc.poll() is not None:
         return
+    sessions = _child_pids(proc.pid)
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def require_service(name: str, available: bool, why: str) -> None:

@@ -41,9 +41,13 @@ class MasterFailed(RemoteUnavailableError):
     transient = True
 
 
+SOCKET_NAME_LEN = 23  # "cm-" + 20 hex digits
+
+
 def control_dir() -> Path:
     """The private directory for control sockets, created 0700; RemoteConfigError when it is
-    not ours or others can enter it (a socket there would let them use our logins)."""
+    not ours or others can enter it (a socket there would let them use our logins). A default
+    location too long for a socket path falls back to /tmp/usrbatch-<uid>."""
     explicit = os.environ.get(CONTROL_DIR_ENV, "").strip()
     if explicit:
         path = Path(explicit).expanduser()
@@ -51,6 +55,8 @@ def control_dir() -> Path:
         path = Path(os.environ["XDG_RUNTIME_DIR"]) / "usrbatch"
     else:
         path = Path("~/.cache/usrbatch/cm").expanduser()
+    if not explicit and len(str(path)) + 1 + SOCKET_NAME_LEN > MAX_SOCKET_PATH:
+        path = Path(tempfile.gettempdir()) / f"usrbatch-{os.getuid()}"
     old = os.umask(0o077)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
