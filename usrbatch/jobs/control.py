@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from usrbatch import auditlog
 from usrbatch.errors import JobError
 from usrbatch.jobs.loop import LoopState, load_state, state_path
+from usrbatch.jobs.resubmit import resubmit_killed
 from usrbatch.jobs.scheduler import ALIVE_STATES, PENDING, RUNNING
 from usrbatch.jobs.status import LoopStatus, loop_status, scheduler_for
 from usrbatch.jobs.submit import log_path
@@ -55,13 +57,19 @@ def is_settled(status: LoopStatus) -> bool:
     return False
 
 
-def wait_loop(loop_dir: Path, *, timeout: float, poll: float = 0.5) -> LoopStatus:
-    """Poll (one scheduler call per poll) until the loop settles or `timeout` passes."""
+def wait_loop(
+    loop_dir: Path, *, timeout: float, poll: float = 0.5, emit: Callable[[str], None] = lambda _m: None
+) -> LoopStatus:
+    """Poll (one scheduler call per poll) until the loop settles or `timeout` passes; resubmit jobs
+    killed by their time limit where the step's `resubmit:` asks for it."""
     state = load(loop_dir)
     sched = scheduler_for(state, loop_dir)
     deadline = time.monotonic() + timeout
     while True:
         status = loop_status(loop_dir, sched)
+        # A job its time limit (or a node failure) killed is submitted again when its step says so.
+        if status.state == "failed" and resubmit_killed(loop_dir, sched, status.jobs, emit=emit):
+            continue
         if is_settled(status) or time.monotonic() >= deadline:
             return status
         time.sleep(poll)

@@ -124,6 +124,20 @@ class StepSpec:
     job_env: JobEnv = JobEnv()
     shards: int = 1  # > 1: an array job of this many tasks (SGE -t, Slurm --array, N local processes)
     after: tuple[str, ...] = ()  # step names this step waits for (default: the step before it)
+    resubmit: Resubmit | None = None
+
+
+RESUBMIT_CAUSES = ("walltime", "node_failure")
+
+
+@dataclass(frozen=True)
+class Resubmit:
+    """`resubmit: {on: [walltime, node_failure], max: N, args: "--resume"}`: a job the scheduler
+    killed for one of `on` is submitted again (at most `max` times), its command given `args`."""
+
+    on: tuple[str, ...] = ("walltime",)
+    max: int = 1
+    args: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,7 +297,10 @@ def _step(
         raise _err(path, f"{where}.kind", f"unknown step kind '{kind}' (expected {', '.join(STEP_KINDS)})")
     spec_keys = KIND_KEYS[kind]
     _check_keys(
-        path, where, raw, ["kind", "name", "resources", "writes", "shards", "after", *JOB_KEYS, *spec_keys]
+        path,
+        where,
+        raw,
+        ["kind", "name", "resources", "writes", "shards", "after", "resubmit", *JOB_KEYS, *spec_keys],
     )
     args: dict[str, Any] = {}
     for key, default in spec_keys.items():
@@ -344,6 +361,25 @@ def _step(
         job_env=job_env,
         shards=shards,
         after=tuple(after),
+        resubmit=_resubmit(path, f"{where}.resubmit", raw.get("resubmit")),
+    )
+
+
+def _resubmit(path: Path, where: str, raw: Any) -> Resubmit | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _err(path, where, "expected a mapping {on: [walltime, node_failure], max: N, args: '--resume'}")
+    _check_keys(path, where, raw, ["on", "max", "args"])
+    on = raw.get("on", ["walltime"])
+    on = [on] if isinstance(on, str) else on
+    if not isinstance(on, list) or not on or any(c not in RESUBMIT_CAUSES for c in on):
+        raise _err(path, f"{where}.on", f"expected a list of {', '.join(RESUBMIT_CAUSES)}, got {on!r}")
+    args = raw.get("args", "")
+    if not isinstance(args, str) or "\n" in args:
+        raise _err(path, f"{where}.args", "expected one line of arguments, e.g. --resume")
+    return Resubmit(
+        on=tuple(on), max=_int(path, f"{where}.max", raw.get("max", 1), minimum=1), args=args.strip()
     )
 
 
@@ -503,6 +539,7 @@ class JobRecord:
     submitted_at: str | None = None
     previous_ids: list[str] = field(default_factory=list)
     shards: int = 1
+    attempt: int = 1  # 2, 3, ... after a resubmit (walltime, node failure)
 
     def record_keys(self) -> list[str]:
         """The keys its run records under `<loop dir>/jobs/` (one per shard: `<key>.s<n>`)."""

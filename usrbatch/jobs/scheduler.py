@@ -52,6 +52,7 @@ class JobInfo:
     native_state: str = ""  # the scheduler's own word (Eqw, hqw, PENDING, CANCELLED, ...)
     exit_code: int | None = None
     reason: str = ""
+    killed_by: str = ""  # "walltime" (SGE h_rt enforced, Slurm TIMEOUT) | "node_failure" | ""
 
 
 class Scheduler(Protocol):

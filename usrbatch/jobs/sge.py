@@ -106,11 +106,14 @@ def parse_qacct(text: str) -> dict[str, JobInfo]:
             code = None
         failed = record.get("failed", "0").split()[0] if record.get("failed") else "0"
         ok = code == 0 and failed == "0"
+        # failed 37: "qmaster enforced h_rt, h_cpu, or h_vmem limit" (h_rt: the walltime kill).
+        killed_by = "walltime" if failed == "37" and "h_rt" in record.get("failed", "") else ""
         tasks[(number, record.get("taskid", "undefined"))] = JobInfo(
             job_id=number,
             state=COMPLETED if ok else FAILED,
             native_state=f"exit_status={code} failed={record.get('failed', '0')}",
             exit_code=code,
+            killed_by=killed_by,
         )
 
     for line in text.splitlines():

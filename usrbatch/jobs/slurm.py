@@ -44,6 +44,13 @@ _STATES = {
 }
 
 
+_KILLED_BY = {"TIMEOUT": "walltime", "NODE_FAIL": "node_failure"}
+
+
+def _killed_by(native: str) -> str:
+    return _KILLED_BY.get(native.split()[0] if native else "", "")
+
+
 def _state(native: str) -> str:
     return _STATES.get(native.split()[0] if native else "", UNKNOWN)
 
@@ -78,7 +85,11 @@ def parse_squeue(text: str) -> dict[str, JobInfo]:
         _merge(
             out,
             JobInfo(
-                job_id=job_id, state=state, native_state=native, reason="" if reason == "None" else reason
+                job_id=job_id,
+                state=state,
+                native_state=native,
+                reason="" if reason == "None" else reason,
+                killed_by=_killed_by(native),
             ),
         )
     return out
@@ -95,9 +106,8 @@ def parse_sacct(text: str) -> dict[str, JobInfo]:
         job_id, _name, native, exit_field = parts[:4]
         code_text = exit_field.split(":")[0]
         code = int(code_text) if code_text.isdigit() else None
-        _merge(
-            out, JobInfo(job_id=_base_id(job_id), state=_state(native), native_state=native, exit_code=code)
-        )
+        info = JobInfo(_base_id(job_id), _state(native), native, code, killed_by=_killed_by(native))
+        _merge(out, info)
     return out
 
 
@@ -158,7 +168,9 @@ class SlurmScheduler:
                 continue
             q, a = live.get(i), acct.get(i)
             if q and a:
-                out[i] = JobInfo(i, q.state, q.native_state, a.exit_code, q.reason)
+                out[i] = JobInfo(
+                    i, q.state, q.native_state, a.exit_code, q.reason, q.killed_by or a.killed_by
+                )
             else:
                 out[i] = q or a or JobInfo(job_id=i, state=UNKNOWN, native_state="not in squeue/sacct")
             if out[i].state in TERMINAL_STATES and a is not None:

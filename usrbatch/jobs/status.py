@@ -71,6 +71,8 @@ class JobView:
     reason: str
     # A sharded job (`shards: N`): per shard {"shard", "state", "exit_code"} from its own record.
     shards: tuple[dict, ...] = ()
+    killed_by: str = ""  # the scheduler killed it: "walltime" | "node_failure" (see resubmit:)
+    attempt: int = 1  # 2, 3, ... once resubmitted after such a kill
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ def job_views(state: LoopState, loop_dir: Path, scheduler: Scheduler) -> list[Jo
                 finished_at=finished_ev.get("ts"),
                 reason=reason,
                 shards=shards,
+                killed_by=info.killed_by if info and state_name == FAILED else "",
+                attempt=job.attempt,
             )
         )
     return views
@@ -287,7 +291,9 @@ def format_status(status: LoopStatus) -> str:
         f"loop {status.loop_id}  scheduler={status.scheduler}  dataset={status.dataset}  state={status.state}",
         f"dir  {status.loop_dir}",
     ]
-    lines.append("  ".join(c.ljust(w) for c, w in zip(rows[0][:-1], widths, strict=True)) + "  " + rows[0][-1])
+    lines.append(
+        "  ".join(c.ljust(w) for c, w in zip(rows[0][:-1], widths, strict=True)) + "  " + rows[0][-1]
+    )
     for r, v in zip(rows[1:], status.jobs, strict=True):
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
         if v.shards:

@@ -105,6 +105,7 @@ def render_context(spec: LoopSpec, job: JobRecord) -> dict:
             "script": str(script_path(loop_dir, job.key)),
             "after_keys": [k for pred in job.after for k in _record_keys(spec, pred)],
             "shards": job.shards,
+            "attempt": job.attempt,
         },
         "loop": {
             "id": spec.loop_id,
@@ -134,6 +135,8 @@ def render_context(spec: LoopSpec, job: JobRecord) -> dict:
         "directives": list(step.job_env.directives_for(spec.scheduler)),
         "mail": step.job_env.mail,
         "login_shell": spec.scheduler in ("sge", "slurm"),
+        # After a walltime kill: the step's resubmit args, appended to its command.
+        "resume_args": step.resubmit.args if step.resubmit and job.attempt > 1 else "",
         "args": args,
         "python": spec.python,
         "actor_tool": ACTOR_TOOLS[step.kind],
