@@ -77,7 +77,7 @@ class Sizes:
 
 
 FULL = Sizes(512, 256, 2000, 8, 500, 3, 1024, 2048, 5)
-REDUCED = Sizes(128, 64, 2000, 8, 500, 3, 256, 512, 3)
+REDUCED = Sizes(64, 32, 2000, 8, 500, 3, 256, 256, 3)
 QUICK = Sizes(4, 2, 40, 8, 10, 3, 16, 8, 1)
 
 TARGETS = {  # case -> (text, ratio needed) ; B6 is a size bound, handled apart
