@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from usrbatch.errors import RemoteConfigError
+from usrbatch.files import atomic_write_text
 from usrbatch.remotes_trust import require_trusted_config
 
 ENV_PATH = "USR_REMOTES_PATH"
@@ -318,16 +318,5 @@ def save_remote(remote: RemoteConfig, path: Path | str | None = None) -> Path:
     data = _read_raw(cfg)
     data["remotes"][remote.name] = remote.to_yaml()
     text = yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
-    mode = cfg.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{cfg.name}.", suffix=".tmp", dir=cfg.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, cfg)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(cfg, text, mode=cfg.stat().st_mode & 0o777)
     return cfg

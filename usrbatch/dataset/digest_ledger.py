@@ -11,7 +11,6 @@ absolute (as the public tool writes them), header fields from the first part by 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
-from usrbatch.dataset.atomic import atomic_write_bytes
+from usrbatch.files import atomic_write_bytes, sha256_file
 
 LEDGER_FILE = "digest_ledger.json"
 LEDGER_SCHEMA = "usr.overlay_digest_ledger.v1"
-_CHUNK = 1 << 20
 
 
 def ledger_path(part_dir: Path) -> Path:
@@ -32,11 +30,7 @@ def ledger_path(part_dir: Path) -> Path:
 
 
 def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(_CHUNK):
-            sha.update(block)
-    return f"sha256:{sha.hexdigest()}"
+    return f"sha256:{sha256_file(path)}"
 
 
 def _entry(part: Path) -> dict[str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import os
 import shlex
@@ -27,6 +26,7 @@ from usrbatch import __version__
 from usrbatch.dataset.layout import EVENTS, RECORDS
 from usrbatch.dataset.locks import event_lock
 from usrbatch.errors import EventLogError
+from usrbatch.files import sha256_file
 from usrbatch.redaction import REDACTED, SECRET_MARKERS, redact  # noqa: F401 - re-exported
 
 EVENT_VERSION = 1
@@ -85,11 +85,7 @@ def fingerprint(target: Path) -> dict[str, Any]:
     except Exception:  # a fingerprint never fails an event
         pass
     if os.environ.get("USR_EVENT_SHA256") == "1" and target.is_file():
-        digest = hashlib.sha256()
-        with open(target, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-        out["sha256"] = digest.hexdigest()
+        out["sha256"] = sha256_file(target)
     return out
 
 

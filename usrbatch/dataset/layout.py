@@ -7,6 +7,7 @@ import unicodedata
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
+from usrbatch import files
 from usrbatch.errors import DatasetError
 
 RECORDS = "records.parquet"
@@ -22,7 +23,7 @@ EVENTS_LOCK = ".events.lock"
 TRANSFER_LOCK = ".usr.transfer.lock"
 LEASE_PREFIX = ".usr.lease."
 # Our own temporary names (uploads beside their targets, atomic writes): never inventoried.
-TEMP_PREFIX = ".usrbatch-tmp-"
+TEMP_PREFIX = files.TEMP_PREFIX
 
 RUNTIME_NAMES = frozenset({DATASET_LOCK, EVENTS_LOCK, TRANSFER_LOCK})
 # Pull control files at the datasets root: `<root>/.usr-pull-<id, / → __>-<random>/` holds the

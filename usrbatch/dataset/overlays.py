@@ -35,7 +35,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
-from usrbatch.dataset.atomic import atomic_write_parquet, fsync_dir
 from usrbatch.dataset.digest_ledger import update_digest_ledger
 from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import detect_format, read_table
@@ -54,6 +53,7 @@ from usrbatch.dataset.registry import (
 )
 from usrbatch.dataset.scan import all_false, int64_array, iter_parquet_batches, null_as_false
 from usrbatch.errors import DatasetError, SchemaError
+from usrbatch.files import atomic_write_parquet, fsync_dir
 
 JOIN_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")
 _SAMPLE = 5

@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
-from usrbatch.dataset.atomic import atomic_copy, atomic_write_bytes, atomic_write_with
 from usrbatch.dataset.events import append_event
 from usrbatch.dataset.inputs import read_table
 from usrbatch.dataset.layout import META, REGISTRY_DIR, SNAPSHOT_NAME, SNAPSHOTS_DIR
@@ -27,6 +26,7 @@ from usrbatch.dataset.pending import refuse_if_pending
 from usrbatch.dataset.ref import DatasetRef, as_dataset, dataset_entries, open_dataset, restore_hint
 from usrbatch.dataset.registry import Registry, ensure_registry, load_registry
 from usrbatch.errors import DatasetError, SchemaError
+from usrbatch.files import atomic_copy, atomic_write_bytes, atomic_write_with
 from usrbatch.redaction import redact_text
 
 SNAPSHOT_KEEP_N = 5

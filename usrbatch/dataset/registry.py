@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from usrbatch.dataset.atomic import atomic_write_bytes
 from usrbatch.dataset.layout import REGISTRY_FILE
 from usrbatch.errors import NamespaceError, SchemaError
+from usrbatch.files import atomic_write_bytes
 
 USR_STATE = "usr_state"
 RESERVED_NAMESPACES = frozenset({"usr", USR_STATE})

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from usrbatch.files import atomic_write_text
 from usrbatch.sync.plan import DiffSummary
 
 OUTPUT_VERSION = 1
@@ -77,16 +76,8 @@ def audit_json_text(payload: dict[str, Any]) -> str:
 
 def write_audit_json(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically, creating parent dirs."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(audit_json_text(payload))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Owner-only, as it has always been written (it names hosts and paths).
+    atomic_write_text(Path(path), audit_json_text(payload), mode=0o600)
 
 
 def _changed(flag: object) -> str:

@@ -40,6 +40,7 @@ from usrbatch.dataset.layout import (
 )
 from usrbatch.dataset.locks import dataset_lock, event_lock
 from usrbatch.errors import DatasetError, TransferError, UsrError, VerificationError
+from usrbatch.files import prune_empty
 from usrbatch.sync import payload as pl
 from usrbatch.sync import staging as stg
 from usrbatch.sync.audit import transfer_state
@@ -258,13 +259,7 @@ def _drop_if_only_runtime(root: Path, local_dir: Path) -> None:
         return
     for entry in entries:
         entry.unlink(missing_ok=True)
-    directory = local_dir
-    while directory != root and root in directory.parents:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent
+    prune_empty(local_dir, root)
 
 
 def _check_flags(opts: SyncOptions) -> None:

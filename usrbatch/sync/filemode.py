@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from usrbatch.auditlog import get_logger
-from usrbatch.dataset.atomic import fsync_dir
 from usrbatch.dataset.layout import TEMP_PREFIX
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
+from usrbatch.files import fsync_dir, fsync_file, make_parents, prune_empty
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import payload as pl
 from usrbatch.sync.audit import transfer_state
@@ -322,35 +322,6 @@ def _partial_path(local: Path, sha256: str) -> Path:
     return local.with_name(f"{TEMP_PREFIX}{local.name}-{sha256[:16]}{PARTIAL_SUFFIX}")
 
 
-def _make_parents(directory: Path) -> list[Path]:
-    """mkdir -p; returns the directories created (deepest last) so a failure can remove them."""
-    missing: list[Path] = []
-    probe = directory
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
-
-
-def _remove_empty(created: list[Path]) -> None:
-    for directory in reversed(created):
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _drop_stale_partials(local: Path, keep: Path) -> None:
     """Partials of this target left by pulls of an older remote content."""
     prefix = f"{TEMP_PREFIX}{local.name}-"
@@ -397,7 +368,7 @@ def pull_file(
 
     remote, mode = obs.remote, obs.summary.verify_mode
     assert remote.sha256 is not None and remote.size is not None  # stat_file(hashes=True) of a file
-    created = _make_parents(target.local.parent)
+    created = make_parents(target.local.parent)
     partial = _partial_path(target.local, remote.sha256)
     meter = _Meter(progress(remote.size) if progress else None)
     item = Transfer(remote=target.name, local=partial, size=remote.size, sha256=remote.sha256)
@@ -416,13 +387,14 @@ def pull_file(
         pl.check_file_staged(partial, target.name, target.where)  # post-pull-payload
         if remote.mtime_ns is not None:
             os.utime(partial, ns=(remote.mtime_ns, remote.mtime_ns))  # keep the remote mtime
-        _fsync_file(partial)
+        fsync_file(partial)
         os.replace(partial, target.local)
         fsync_dir(target.local.parent)
     except BaseException:
         if not keep_partial:
             partial.unlink(missing_ok=True)
-            _remove_empty(created)
+            if created:
+                prune_empty(created[-1], created[0].parent)
         raise
     _drop_stale_partials(target.local, partial)
     st = os.lstat(target.local)

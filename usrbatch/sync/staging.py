@@ -12,7 +12,6 @@ a file changed since (a local write after the interruption) refuses instead of o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -23,15 +22,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.dataset.atomic import atomic_write_bytes, fsync_dir
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_reserved, is_runtime
 from usrbatch.dataset.pending import journal_for, promotions_at, same_dir, staging_prefix
 from usrbatch.errors import TransferError, VerificationError
+from usrbatch.files import atomic_write_bytes, fsync_dir, prune_empty, sha256_file
 from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, validate_relpath
 
 JOURNAL_VERSION = 2
-CHUNK = 1024 * 1024
 
 
 def create_staging(root: Path, dataset_id: str) -> Path:
@@ -86,15 +84,6 @@ def remove_staging(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def walk_staged(
     staging: Path,
     verified: Mapping[str, FileEntry] | None = None,
@@ -126,7 +115,7 @@ def walk_staged(
                 if known and known.sha256 and (known.size, known.mtime_ns) == (st.st_size, st.st_mtime_ns):
                     sha = known.sha256
                 else:
-                    sha = _sha256(Path(entry.path))
+                    sha = sha256_file(Path(entry.path), follow_symlinks=False)
                 files[rel] = FileEntry(rel, st.st_size, st.st_mtime_ns, sha)
                 if inodes is not None:
                     inodes[rel] = st.st_ino
@@ -203,7 +192,7 @@ class FileState:
         ):
             sha = known.sha256
         else:
-            sha = _sha256(path)
+            sha = sha256_file(path, follow_symlinks=False)
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, sha)
 
     def to_json(self) -> list:
@@ -220,7 +209,7 @@ def _matches(path: Path, state: FileState | None) -> bool:
         return False
     if (st.st_mtime_ns, st.st_ino) == (state.mtime_ns, state.ino):
         return True
-    return _sha256(path) == state.sha256
+    return sha256_file(path, follow_symlinks=False) == state.sha256
 
 
 @dataclass(frozen=True)
@@ -471,22 +460,13 @@ def roll_forward(staging: Path, dataset_dir: Path) -> tuple[int, int]:
         except IsADirectoryError:
             continue
         touched.add(path.parent)
-        _prune_empty(path.parent, dest)
+        prune_empty(path.parent, dest)
     for directory in sorted(touched, key=lambda d: len(d.parts), reverse=True):
         fsync_dir(directory)  # every rename durable before the journal goes
     journal.file.unlink(missing_ok=True)
     fsync_dir(journal.file.parent)
     remove_staging(staging)
     return installed, deleted
-
-
-def _prune_empty(directory: Path, stop: Path) -> None:
-    while directory != stop and stop in directory.parents:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-        directory = directory.parent
 
 
 def pending_journals(root: Path, dataset_id: str, dataset_dir: Path) -> list[Path]:

@@ -3,6 +3,8 @@ as ONE `python3` exec on the remote (ssh transport), and answers in JSON.
 
 It must stay self-contained (no imports from usrbatch) and run on Python 3.6+: its source is sent
 to the remote host. No walrus, no `from __future__ import annotations`, no 3.7+ stdlib APIs.
+So it keeps its own copies of the file-system primitives the rest of the package takes from
+usrbatch/files.py (streamed sha256, fsync of a directory, prune of empty parents, temp names).
 
 Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one JSON object
 `{"ok": bool, "agent_version": N, "result"|"error": ...}` on stdout):

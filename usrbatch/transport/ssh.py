@@ -40,6 +40,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import RemoteUnavailableError, TransferError, UsrError, VerificationError
+from usrbatch.files import sha256_prefix
 from usrbatch.remotes import RemoteConfig
 from usrbatch.transport import ssh_shell
 from usrbatch.transport.base import (
@@ -122,19 +123,6 @@ def _env_number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
         return cast(raw)
     except ValueError as exc:
         raise TransferError(f"{name} must be a number, got {raw!r}.") from exc
-
-
-def _sha256_prefix(path: Path, length: int) -> Any:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        left = length
-        while left > 0:
-            block = fh.read(min(READ_BLOCK, left))
-            if not block:
-                break
-            h.update(block)
-            left -= len(block)
-    return h
 
 
 class SshTransport:
@@ -680,7 +668,7 @@ class SshTransport:
                 if not restart and local.is_file():
                     have = local.stat().st_size
                     offset = have if have <= size else 0
-                h = _sha256_prefix(local, offset) if offset else hashlib.sha256()
+                h = sha256_prefix(local, offset) if offset else hashlib.sha256()
                 if offset:
                     with self._lock:
                         self.stats.resumed += 1
@@ -841,7 +829,7 @@ class SshTransport:
             if offset:
                 with self._lock:
                     self.stats.resumed += 1
-            h = _sha256_prefix(local, offset) if offset else hashlib.sha256()
+            h = sha256_prefix(local, offset) if offset else hashlib.sha256()
             wf = sftp.open(remote, "r+b" if offset else "wb")
             wf.MAX_REQUEST_SIZE = self._request_sizes(sftp)[1]
             with wf, local.open("rb") as lf:
