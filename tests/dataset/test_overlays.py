@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+import collections
 import json
 import re
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -294,7 +294,8 @@ def test_sequence_key_requires_single_bio_type(dataset: DatasetRef, tmp_path: Pa
         attach(dataset, src, "infer", key="sequence")
 
 
-def test_attach_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
+def test_attach_100k_rows_matches_every_row(root: Path, tmp_path: Path) -> None:
+    """Correctness at scale; its speed is measured by bench/bench_scaling.py, not asserted here."""
     import random
 
     rng = random.Random(3)
@@ -304,13 +305,12 @@ def test_attach_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
     import_records(ref, pa.table({"sequence": seqs}))
     src = tmp_path / "o.csv"
     src.write_text("sequence,ll\n" + "\n".join(f"{s},{i / 7}" for i, s in enumerate(seqs)) + "\n")
-    start = time.monotonic()
     result = attach(ref, src, "infer", key="sequence")
     write_overlay_part(ref, "infer", pa.table({"id": _ids(ref), "infer__v": [[1.0, 2.0]] * len(seqs)}))
     table = read_dataset(ref)
-    elapsed = time.monotonic() - start
     assert result.rows_matched == len(seqs) and table.num_rows == len(seqs)
-    assert elapsed < 30, f"attach+part+read of 100k rows took {elapsed:.1f}s"
+    assert table["infer__ll"].to_pylist() == [i / 7 for i in range(len(seqs))]
+    assert table["infer__v"].to_pylist() == [[1.0, 2.0]] * len(seqs)
 
 
 def test_blank_csv_cells_are_null(dataset: DatasetRef, tmp_path: Path) -> None:
@@ -360,12 +360,29 @@ def test_write_overlay_part_concurrent_with_attach_loses_nothing(dataset: Datase
     assert report.errors == [] and report.warnings == []
 
 
-def test_read_dataset_over_many_parts_is_linear(dataset: DatasetRef) -> None:
+def test_read_dataset_over_many_parts_opens_each_part_a_bounded_number_of_times(
+    dataset: DatasetRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linear in the parts, counted in file opens (bench/bench_scaling.py times it)."""
     ids = _ids(dataset)
     for i in range(200):
         write_overlay_part(dataset, "infer", pa.table({"id": [ids[i % len(ids)]], "n": [i]}))
-    started = time.perf_counter()
+    opened: collections.Counter[str] = collections.Counter()
+    real_file, real_schema = pq.ParquetFile, pq.read_schema
+
+    def parquet_file(source, *args, **kwargs):
+        opened[str(source)] += 1
+        return real_file(source, *args, **kwargs)
+
+    def read_schema(where, *args, **kwargs):
+        opened[str(where)] += 1
+        return real_schema(where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", parquet_file)
+    monkeypatch.setattr(pq, "read_schema", read_schema)
     table = read_dataset(dataset, ["infer__n"])
-    elapsed = time.perf_counter() - started
     assert table["infer__n"].to_pylist() == [196, 197, 198, 199]
-    assert elapsed < 5.0, f"read_dataset over 200 parts took {elapsed:.1f}s"
+    parts = sorted(str(p) for p in (dataset.dir / "_derived" / "infer").glob("part-*.parquet"))
+    assert len(parts) == 200 and set(parts) <= set(opened)
+    assert max(opened[p] for p in parts) <= 2, opened  # its schema, then its rows: never re-read per part
+    assert sum(opened.values()) <= 2 * len(parts) + 2, opened

@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -180,7 +179,8 @@ def test_every_rewrite_snapshots_the_previous_file(dataset: DatasetRef) -> None:
     assert newest.read_bytes() == before
 
 
-def test_import_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
+def test_import_100k_rows_writes_every_row(root: Path, tmp_path: Path) -> None:
+    """Correctness at scale; its speed is measured by bench/bench_scaling.py, not asserted here."""
     import random
 
     rng = random.Random(7)
@@ -188,11 +188,9 @@ def test_import_100k_rows_takes_seconds(root: Path, tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     path.write_text("sequence\n" + "\n".join(seqs) + "\n")
     ref = init_dataset(root, "big").dataset
-    start = time.monotonic()
     result = import_records(ref, path)
-    elapsed = time.monotonic() - start
     assert result.rows_written == len(seqs)
-    assert elapsed < 20, f"import of 100k rows took {elapsed:.1f}s"
+    assert pq.read_table(ref.records, columns=["sequence"])["sequence"].to_pylist() == seqs
 
 
 def test_import_and_attach_refuse_a_torn_event_log_before_writing(

@@ -51,11 +51,9 @@ def test_cancel_running_and_waiting_jobs(tmp_path: Path) -> None:
     deadline = time.monotonic() + 10
     while s.status([a])[a].state != RUNNING and time.monotonic() < deadline:
         time.sleep(0.05)
-    started = time.monotonic()
     s.cancel([a, b])
-    states = s.wait([a, b], timeout=15)
+    states = s.wait([a, b], timeout=15)  # `sleep 60` would still be RUNNING here had cancel not worked
     assert states[a].state == CANCELLED and states[b].state == CANCELLED
-    assert time.monotonic() - started < 10
 
 
 def test_find_by_name_and_unknown_ids(tmp_path: Path) -> None:
