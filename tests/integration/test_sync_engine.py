@@ -1,45 +1,37 @@
-"""The engine scenarios of tests/sync, run again over SSH against the private sshd.
+"""Engine behaviour only SSH has: round trips per operation, the remote interpreter, the POSIX sh
+fallback, resumed uploads, verification inside the remote apply; once per backend
+(`ssh_backend`: openssh, paramiko).
 
-The same test functions (imported below) get a `sides` fixture whose transport is an ssh
-transport to a base_dir on this machine, once per backend (`ssh_backend`: openssh, paramiko); the
-engine code path is identical, which is the point.
+The engine scenarios themselves (tests/sync/test_engine*.py, test_containment.py,
+test_control_names.py, test_payload.py) run over local and both ssh backends through the `sides`
+fixture of tests/sync/conftest.py; this module's own `sides` is the ssh one.
 """
 
 from __future__ import annotations
 
 import shlex
-import sys
-import time
+import time  # printed, never asserted: bench/ measures speed
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+import pyarrow.parquet as pq
 import pytest
+from builders import make_dataset, tree, write_part, write_records
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-import paramiko  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from builders import make_dataset, tree, write_part, write_records  # noqa: E402
-from test_containment import *  # noqa: E402,F403
-from test_control_names import *  # noqa: E402,F403
-from test_engine import *  # noqa: E402,F403
-from test_engine_drills import *  # noqa: E402,F403
-from test_payload import *  # noqa: E402,F403
-
-from usrbatch import auditlog  # noqa: E402
-from usrbatch.errors import VerificationError  # noqa: E402
-from usrbatch.remotes import RemoteConfig  # noqa: E402
-from usrbatch.sync import engine  # noqa: E402
-from usrbatch.sync.options import SyncOptions  # noqa: E402
-from usrbatch.transport.factory import open_transport  # noqa: E402
-from usrbatch.transport.openssh import OpenSshTransport  # noqa: E402
+from usrbatch import auditlog
+from usrbatch.errors import VerificationError
+from usrbatch.remotes import RemoteConfig
+from usrbatch.sync import engine
+from usrbatch.sync.options import SyncOptions
+from usrbatch.transport.factory import open_transport
+from usrbatch.transport.openssh import OpenSshTransport
 
 try:
     from .services import SshdServer
 except ImportError:  # pytest "prepend" import mode
     from services import SshdServer  # type: ignore[no-redef]
-
-del test_copy_of_tree_helpers_detect_difference  # noqa: F821 - no transport involved
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""FILE mode (usrbatch/sync/filemode.py) end to end against a real transport: a `local` remote
-here; tests/integration/test_sync_filemode.py runs these same scenarios over the private sshd.
+"""FILE mode (usrbatch/sync/filemode.py) end to end against a real transport: every scenario runs
+over a `local` remote and over the private sshd (the `fm` fixture of conftest.py).
 
 Every test works on real files and checks bytes on disk on both sides.
 """
@@ -9,47 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from builders import add_event, make_dataset, write_records
+from sides import FileSides
 
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import filemode
 from usrbatch.transport.base import Transport
-from usrbatch.transport.factory import open_transport
 
 REL = "results/run 1/scores.parquet"  # a space: paths must be quoted end to end
-
-
-@dataclass
-class FileSides:
-    """A local repo and its remote twin, a remote config pointing at both, and how to open it."""
-
-    local_repo: Path
-    remote_repo: Path
-    remote: RemoteConfig
-    open: Callable[[RemoteConfig], Transport]
-
-
-@pytest.fixture
-def fm(tmp_path: Path) -> FileSides:
-    local_repo, remote_repo = tmp_path / "local repo", tmp_path / "remote repo"
-    local_repo.mkdir()
-    remote_repo.mkdir()
-    remote = RemoteConfig(
-        name="hpc",
-        type="local",
-        base_dir=str(tmp_path / "usr_datasets"),
-        repo_root=str(remote_repo),
-        local_repo_root=str(local_repo),
-    )
-    return FileSides(local_repo, remote_repo, remote, open_transport)
+# Scenarios that only resolve paths (no transport) need not run over ssh.
+LOCAL_ONLY = pytest.mark.parametrize("fm", ["local"], indirect=True)
 
 
 def write_table(path: Path, rows: int, cols: int = 2, tag: str = "a") -> bytes:
@@ -382,6 +357,7 @@ def _resolve(fm: FileSides, raw: Path | str, *, environ: dict[str, str] | None =
     return filemode.resolve_file_target(str(raw), fm.remote, environ=environ or {}, **kw)
 
 
+@LOCAL_ONLY
 def test_remote_path_is_repo_root_plus_path_under_the_local_repo_root(fm: FileSides) -> None:
     target = _resolve(fm, fm.local_repo / REL)
     assert target.remote_path == str(fm.remote_repo / REL)
@@ -389,6 +365,7 @@ def test_remote_path_is_repo_root_plus_path_under_the_local_repo_root(fm: FileSi
     assert target.where == f"local:{fm.remote_repo / REL}"
 
 
+@LOCAL_ONLY
 def test_local_repo_root_precedence(fm: FileSides, tmp_path: Path) -> None:
     other = tmp_path / "other"
     (other / "sub").mkdir(parents=True)
@@ -404,6 +381,7 @@ def test_local_repo_root_precedence(fm: FileSides, tmp_path: Path) -> None:
     assert flag.remote_path == "/r/f.parquet"  # --repo-root beats $DNADESIGN_REPO_ROOT
 
 
+@LOCAL_ONLY
 def test_remote_path_option_forms(fm: FileSides, tmp_path: Path) -> None:
     raw = tmp_path / "anywhere.parquet"  # --remote-path needs no local repo root
     assert _resolve(fm, raw, remote_path="/abs/dir/x.parquet").remote_path == "/abs/dir/x.parquet"
@@ -414,6 +392,7 @@ def test_remote_path_option_forms(fm: FileSides, tmp_path: Path) -> None:
     assert homed.remote_path == "~/data/x.parquet"
 
 
+@LOCAL_ONLY
 @pytest.mark.parametrize(
     ("remote_path", "message"),
     [
@@ -431,6 +410,7 @@ def test_unsafe_remote_paths_are_refused(
         _resolve(fm, tmp_path / "x.parquet", remote_path=remote_path)
 
 
+@LOCAL_ONLY
 def test_public_error_messages(fm: FileSides, tmp_path: Path) -> None:
     no_root = RemoteConfig(name="hpc", type="local", base_dir="/unused")
     with pytest.raises(RemoteConfigError) as info:
