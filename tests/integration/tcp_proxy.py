@@ -28,6 +28,7 @@ class TcpProxy:
         self._relayed = 0
         self._conns: list[tuple[socket.socket, socket.socket]] = []
         self._closing = False
+        self._down = False
         self.connections = 0
         self.cuts = 0
         self.bytes_relayed = 0  # both directions, every connection (sizes a drill's cut offsets)
@@ -40,6 +41,16 @@ class TcpProxy:
             self._relayed = 0
             self._cut_at = nbytes
 
+    def go_down(self) -> None:
+        """A dead link: cut every live connection now and refuse new ones from here on."""
+        with self._lock:
+            self._down = True
+            conns = list(self._conns)
+        for a, b in conns:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
     def disarm(self) -> None:
         """Cancel a cut that has not happened yet."""
         with self._lock:
@@ -51,6 +62,9 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._down:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
                 upstream.settimeout(None)

@@ -1,8 +1,7 @@
-"""The FILE-mode scenarios of tests/sync/test_filemode.py, run again over SSH against the private
-sshd, plus the `usr` CLI in FILE mode over SSH and the round-trip counts.
+"""FILE mode over SSH only: round trips per operation and the `usr` CLI in FILE mode over SSH.
 
-The same test functions (imported below) get an `fm` fixture whose remote is an `ssh` remote to
-directories on this machine; the filemode code path is identical, which is the point.
+The FILE-mode scenarios themselves (tests/sync/test_filemode.py) run over both local and ssh
+through the `fm` fixture of tests/sync/conftest.py; this module's own `fm` is the ssh one.
 """
 
 from __future__ import annotations
@@ -14,29 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sides import FileSides
+from test_filemode import REL, CorruptUploadedTemp, run, sha, temps, write_table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-from test_filemode import *  # noqa: E402,F403
-from test_filemode import REL, CorruptUploadedTemp, FileSides, run, sha, temps, write_table  # noqa: E402
-
-from usrbatch import auditlog  # noqa: E402
-from usrbatch.cli import sync_cmds  # noqa: E402
-from usrbatch.cli.common import run_cli  # noqa: E402
-from usrbatch.cli.usr_main import usr  # noqa: E402
-from usrbatch.remotes import RemoteConfig  # noqa: E402
-from usrbatch.transport.factory import open_transport  # noqa: E402
+from usrbatch import auditlog
+from usrbatch.cli import sync_cmds
+from usrbatch.cli.common import run_cli
+from usrbatch.cli.usr_main import usr
+from usrbatch.remotes import RemoteConfig
+from usrbatch.transport.factory import open_transport
 
 try:
     from .services import SshdServer
 except ImportError:  # pytest "prepend" import mode
     from services import SshdServer  # type: ignore[no-redef]
-
-# Scenarios that only resolve paths (no transport): the local run covers them.
-del test_remote_path_is_repo_root_plus_path_under_the_local_repo_root  # noqa: F821
-del test_local_repo_root_precedence  # noqa: F821
-del test_remote_path_option_forms  # noqa: F821
-del test_unsafe_remote_paths_are_refused  # noqa: F821
-del test_public_error_messages  # noqa: F821
 
 
 @pytest.fixture(autouse=True)
@@ -189,3 +179,79 @@ def test_cli_corrupted_temp_over_ssh(cli_env, capsys, monkeypatch) -> None:
     assert "\nERROR: post-push-file: Remote apply on " in out and "does not match" in out
     assert remote.read_bytes() == old
     assert temps(cli_env["remote"]) == []
+
+
+def test_dropped_push_leaves_a_content_named_temp_that_the_next_push_resumes(
+    fm: FileSides, sshd_server: SshdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The link dies half-way through a FILE-mode push (a TCP proxy goes down mid-upload, so not
+    even the best-effort cleanup reaches the remote): the old remote file is whole, the partial
+    temp carries the content's name, and the next push sends only the missing tail, renames it
+    into place and leaves no temp (the same policy as a dataset push, sync/temps.py)."""
+    import dataclasses
+    import hashlib
+    import os
+
+    from usrbatch.errors import TransferError
+    from usrbatch.sync import filemode
+    from usrbatch.transport.ssh import SshTransport
+
+    try:
+        from .tcp_proxy import TcpProxy
+    except ImportError:  # pytest "prepend" import mode
+        from tcp_proxy import TcpProxy  # type: ignore[no-redef]
+
+    size = 16 * 1024 * 1024
+    local, remote = fm.local_repo / "big.bin", fm.remote_repo / "big.bin"
+    local.write_bytes(os.urandom(size))
+    remote.write_bytes(b"the old remote file")
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    with TcpProxy(sshd_server.host, sshd_server.port) as proxy:
+        kind, blob = sshd_server.host_key_pub.read_text().split()[:2]
+        known = tmp_path / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{proxy.port} {kind} {blob}\n")
+        (tmp_path / "empty_ssh_config").write_text("")
+        monkeypatch.setenv("USRBATCH_TEST_SSH_KEY", str(sshd_server.client_key))
+        via_proxy = dataclasses.replace(
+            fm.remote, host="127.0.0.1", port=proxy.port, ssh_key_env="USRBATCH_TEST_SSH_KEY"
+        )
+        target = filemode.resolve_file_target(str(local), via_proxy)
+        transport = SshTransport(
+            target.remote, ssh_config_path=tmp_path / "empty_ssh_config", known_hosts=known, retries=1
+        )
+        sent, cut = [0], []
+
+        def progress(_total: int):
+            def on_bytes(_path: str, n: int) -> None:
+                sent[0] += n
+                if sent[0] >= size // 2 and not cut:
+                    cut.append(sent[0])
+                    proxy.go_down()  # the link is gone: no retry, no cleanup gets through
+
+            return on_bytes
+
+        try:
+            with pytest.raises(TransferError):
+                filemode.push_file(target, transport, progress=progress)
+        finally:
+            transport.close()
+        assert cut
+    assert remote.read_bytes() == b"the old remote file"
+    left = temps(fm.remote_repo)
+    assert [p.name for p in left] == [f".usrbatch-tmp-{digest[:16]}-big.bin"]
+    partial = left[0].stat().st_size
+    assert 0 < partial < size
+
+    target = filemode.resolve_file_target(str(local), fm.remote)
+    transport = fm.open(target.remote)
+    try:
+        result = filemode.push_file(target, transport)
+        assert result.files_sent == 1
+        assert transport.stats.resumed == 1
+        # Only the missing tail travelled (the remote sftp-server may still have flushed a few
+        # in-flight writes after `partial` was measured, so the tail is at most size - partial).
+        assert 0 < transport.stats.bytes_up <= size - partial
+    finally:
+        transport.close()
+    assert sha(remote) == digest
+    assert temps(fm.remote_repo, fm.local_repo) == []

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from usrbatch.auditlog import get_logger
 from usrbatch.dataset.event_revision import (
@@ -33,7 +33,6 @@ from usrbatch.dataset.event_revision import (
 from usrbatch.dataset.layout import (
     EVENTS,
     RECORDS,
-    TEMP_PREFIX,
     dataset_dir,
     is_runtime,
     normalize_dataset_id,
@@ -53,6 +52,7 @@ from usrbatch.sync.inventory import (
 )
 from usrbatch.sync.options import SyncOptions
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SyncPlan, build_plan
+from usrbatch.sync.temps import cleanup_remote, upload_temp
 from usrbatch.sync.verify import (
     SidecarState,
     check_sidecars,
@@ -464,22 +464,6 @@ def _verify_staged(
 # -- push ------------------------------------------------------------------------------------
 
 
-def _temp_name(rel: str, token: str) -> str:
-    p = PurePosixPath(rel)
-    name = f"{TEMP_PREFIX}{token}-{p.name}"
-    return name if str(p.parent) == "." else f"{p.parent}/{name}"
-
-
-def cleanup_remote(transport: Transport, paths: list[str]) -> None:
-    """Best-effort removal of upload temps; a failure is logged, never raised over the original one."""
-    if not paths:
-        return
-    try:
-        transport.apply([], paths)
-    except Exception as exc:  # cleanup must never hide the original failure
-        get_logger().info("sync.cleanup_failed", error=str(exc), files=len(paths))
-
-
 def push(
     root: Path,
     dataset_id: str,
@@ -546,7 +530,7 @@ def push(
         # Content-addressed temp names: a push cut off mid-file leaves its temp, and the next
         # push of the same bytes resumes it from its size (the final sha256 decides). Every
         # other temp in the dataset is a dead push's leftover (we hold the lease): removed below.
-        temps = {e.path: _temp_name(e.path, (e.sha256 or token)[:16]) for e in plan.send}
+        temps = {e.path: upload_temp(e.path, e.sha256 or token) for e in plan.send}
         planned = {f"{ds}/{t}" for t in temps.values()}
         stale = sorted(f"{ds}/{rel}" for rel in obs.remote.temps if f"{ds}/{rel}" not in planned)
         items = [

@@ -25,21 +25,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import posixpath
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from usrbatch.auditlog import get_logger
-from usrbatch.dataset.layout import TEMP_PREFIX
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.files import fsync_dir, fsync_file, make_parents, prune_empty
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import payload as pl
 from usrbatch.sync.audit import transfer_state
-from usrbatch.sync.engine import SyncResult, cleanup_remote
+from usrbatch.sync.engine import SyncResult
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SnapshotInfo
+from usrbatch.sync.temps import cleanup_remote, download_partial, drop_stale_partials, upload_temp
 from usrbatch.sync.verify import local_parquet_shape, resolve_verify_mode, verify_primary
 from usrbatch.transport import agent
 from usrbatch.transport.base import FileStat, ProgressFn, Transfer, Transport
@@ -51,7 +50,6 @@ NO_LOCAL_ROOT = (
     "or add local_repo_root in remotes.yaml."
 )
 NOT_A_FILE = "FILE mode: pass a file path, not a directory."
-PARTIAL_SUFFIX = ".part"
 
 ProgressFactory = Callable[[int], ProgressFn | None]
 PlanHook = Callable[[DiffSummary], None]
@@ -317,19 +315,6 @@ def diff_file(target: FileTarget, transport: Transport, *, verify: str = "hash")
 # -- pull ------------------------------------------------------------------------------------
 
 
-def _partial_path(local: Path, sha256: str) -> Path:
-    """The download temp beside the target, named by the remote content so a retry resumes it."""
-    return local.with_name(f"{TEMP_PREFIX}{local.name}-{sha256[:16]}{PARTIAL_SUFFIX}")
-
-
-def _drop_stale_partials(local: Path, keep: Path) -> None:
-    """Partials of this target left by pulls of an older remote content."""
-    prefix = f"{TEMP_PREFIX}{local.name}-"
-    for entry in local.parent.glob(f"{TEMP_PREFIX}*{PARTIAL_SUFFIX}"):
-        if entry != keep and entry.name.startswith(prefix) and entry.is_file() and not entry.is_symlink():
-            entry.unlink(missing_ok=True)
-
-
 def _staged_stat(path: Path, mode: str) -> PrimaryStat:
     """The downloaded temp file as post-pull-file compares it (read back from disk)."""
     st = os.lstat(path)
@@ -369,7 +354,7 @@ def pull_file(
     remote, mode = obs.remote, obs.summary.verify_mode
     assert remote.sha256 is not None and remote.size is not None  # stat_file(hashes=True) of a file
     created = make_parents(target.local.parent)
-    partial = _partial_path(target.local, remote.sha256)
+    partial = download_partial(target.local, remote.sha256)
     meter = _Meter(progress(remote.size) if progress else None)
     item = Transfer(remote=target.name, local=partial, size=remote.size, sha256=remote.sha256)
     keep_partial = False
@@ -396,7 +381,7 @@ def pull_file(
             if created:
                 prune_empty(created[-1], created[0].parent)
         raise
-    _drop_stale_partials(target.local, partial)
+    drop_stale_partials(target.local, partial)
     st = os.lstat(target.local)
     key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
     agent.remember_hashes(str(target.local.parent), {target.local.name: [*key, remote.sha256]})
@@ -435,7 +420,7 @@ def push_file(
     local, mode = obs.local, obs.summary.verify_mode
     assert local.sha256 is not None and local.size is not None
     pl.check_file_local(target.local)  # pre-push-payload
-    temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}"
+    temp = upload_temp(target.name, local.sha256)  # by content: a dropped push resumes it
     meter = _Meter(progress(local.size) if progress else None)
     try:
         transport.upload(
