@@ -43,3 +43,37 @@ def test_secrets_never_reach_the_file(tmp_path: Path) -> None:
     data = json.loads(text)
     assert data["nested"]["host"] == "scc1"
     assert data["argv"] == ["usr", "--token", "***REDACTED***", "--webhook=***REDACTED***", "pull"]
+
+
+def test_console_renderer_writes_a_readable_line_beside_the_same_json_line(tmp_path: Path) -> None:
+    import io
+
+    path = tmp_path / "audit.jsonl"
+    console = io.StringIO()
+    auditlog.configure(path, console=console)
+    try:
+        auditlog.bind_context(loop_id="L1")
+        auditlog.get_logger().info("sync.file.sent", path="a b/c.parquet", bytes=12, token="t-1", error=None)
+    finally:
+        auditlog.clear_context()
+        auditlog.configure(None)
+    data = json.loads(path.read_text())
+    assert data["event"] == "sync.file.sent" and data["bytes"] == 12 and data["token"] == "***REDACTED***"
+    (line,) = console.getvalue().splitlines()
+    clock, rest = line.split(" ", 1)
+    assert clock == data["ts"][11:19]
+    assert rest == "sync.file.sent path='a b/c.parquet' bytes=12 token=***REDACTED*** loop_id=L1"
+
+
+def test_console_only_and_env_switch(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("USRBATCH_LOG_CONSOLE", "1")
+    monkeypatch.delenv("USRBATCH_AUDIT_LOG", raising=False)
+    monkeypatch.delenv("USRBATCH_LOOP_ID", raising=False)
+    auditlog.configure_from_env()
+    try:
+        auditlog.get_logger().info("sync.plan", files_to_send=3)
+    finally:
+        auditlog.configure(None)
+    assert auditlog.configured_path() is None
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].endswith(" sync.plan files_to_send=3")

@@ -2,15 +2,22 @@
 
 Every line is an event name plus key-values. Context shared by many lines (loop_id, step, job_id,
 scheduler, dataset) is bound once with `bind_context`, never repeated at each call.
+
+Only entry points configure (the CLI, a job's step runner): `configure(path, console=stream)`
+sends each event, after the same schema/ts/redaction processors, to the JSON-lines file and, for a
+person watching, as one readable `ts event key=value ...` line to `console` (no colours). Either
+sink may be absent; with neither, events are dropped. `configure_from_env` turns the console on
+with $USRBATCH_LOG_CONSOLE=1 (lines on stderr).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -55,21 +62,54 @@ class _JsonLinesFile:
     info = debug = warning = error = critical = exception = msg
 
 
-class _Discard:
-    def msg(self, line: str) -> None:
-        return None
+def render_console(event_dict: dict[str, Any]) -> str:
+    """One readable line for a person: `<ts> <event> key=value ...` (schema and ts's date kept
+    out of the way; values that are not plain words are quoted)."""
+    fields = {k: v for k, v in event_dict.items() if k not in ("event", "ts", "schema")}
+    ts = str(event_dict.get("ts", ""))
+    clock = ts[11:19] if len(ts) >= 19 else ts
+    parts = [clock, str(event_dict.get("event", "-"))]
+    for key, value in fields.items():
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else repr(value)
+        if not text or any(c.isspace() or c in "\"'=" for c in text):
+            text = repr(text) if isinstance(value, str) else text
+        parts.append(f"{key}={text}")
+    return " ".join(p for p in parts if p)
+
+
+class _Sinks:
+    """The structlog logger: the JSON line to the file, the readable line to the console."""
+
+    _json = structlog.processors.JSONRenderer(sort_keys=False)
+
+    def __init__(self, path: Path | None, console: TextIO | None) -> None:
+        self.file = _JsonLinesFile(path) if path is not None else None
+        self.console = console
+
+    def msg(self, event_dict: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.msg(self._json(None, "", dict(event_dict)))
+        if self.console is not None:
+            self.console.write(render_console(event_dict) + "\n")
+            self.console.flush()
 
     info = debug = warning = error = critical = exception = msg
 
 
-def configure(path: Path | str | None) -> None:
-    """Send events to `path` as JSON lines (None: events are dropped). Safe to call again."""
+def _to_sinks(_logger: Any, _name: str, event_dict: dict) -> tuple[tuple[dict], dict]:
+    return (event_dict,), {}
+
+
+def configure(path: Path | str | None, *, console: TextIO | None = None) -> None:
+    """Send events to `path` as JSON lines and, with `console`, as readable lines to that stream
+    (neither: events are dropped). Safe to call again; entry points only."""
     global _configured_path
     with _lock:
         target = Path(path).expanduser().absolute() if path else None
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-        factory = (lambda *a: _JsonLinesFile(target)) if target else (lambda *a: _Discard())
         structlog.configure(
             processors=[
                 structlog.contextvars.merge_contextvars,
@@ -77,9 +117,9 @@ def configure(path: Path | str | None) -> None:
                 _utc_ts,
                 _redact,
                 structlog.processors.dict_tracebacks,
-                structlog.processors.JSONRenderer(sort_keys=False),
+                _to_sinks,
             ],
-            logger_factory=factory,
+            logger_factory=lambda *a: _Sinks(target, console),
             cache_logger_on_first_use=False,
         )
         _configured_path = target
@@ -103,12 +143,14 @@ def get_logger() -> Any:
 
 
 def configure_from_env(explicit: Path | str | None = None) -> None:
-    """--log-json wins, else $USRBATCH_AUDIT_LOG, else drop events.
+    """--log-json wins, else $USRBATCH_AUDIT_LOG, else no file; $USRBATCH_LOG_CONSOLE=1 adds
+    readable lines on stderr.
 
     Inside a usrbatch job ($USRBATCH_LOOP_ID set) the job context is bound too, so `usr` lines in a
     loop's audit log carry loop_id/step/iteration/job_id/scheduler/dataset.
     """
-    configure(explicit or os.environ.get("USRBATCH_AUDIT_LOG") or None)
+    console = sys.stderr if os.environ.get("USRBATCH_LOG_CONSOLE") == "1" else None
+    configure(explicit or os.environ.get("USRBATCH_AUDIT_LOG") or None, console=console)
     if os.environ.get("USRBATCH_LOOP_ID"):
         bind_job_context_from_env()
 
