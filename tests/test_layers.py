@@ -1,0 +1,63 @@
+"""The layer rules of docs/architecture.md, checked on the source: who may import whom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "usrbatch"
+LEAVES = {"__init__", "__version__", "files", "errors", "redaction", "terminal", "remotes_trust"}
+ALLOWED: dict[str, set[str]] = {
+    "files": set(),
+    "errors": set(),
+    "redaction": set(),
+    "terminal": set(),
+    "remotes_trust": {"errors"},
+    "auditlog": {"redaction"},
+    "dataset": LEAVES,
+    "remotes": LEAVES,
+    "transport": LEAVES | {"dataset", "remotes", "auditlog"},
+    "sync": LEAVES | {"transport", "dataset", "remotes", "auditlog"},
+    "steps": LEAVES | {"dataset", "auditlog"},
+    "jobs": LEAVES | {"steps", "dataset", "auditlog"},
+    "monitor": LEAVES | {"jobs", "dataset", "auditlog"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """The top-level usrbatch modules/packages `path` imports (anywhere in the file)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"usrbatch.{a.name}" for a in node.names] if node.module == "usrbatch" else [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found.update(n.split(".")[1] for n in names if n.startswith("usrbatch."))
+    return found
+
+
+def _unit(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def test_every_module_imports_only_what_its_layer_may() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        if unit not in ALLOWED:
+            continue  # cli/, remotes_doctor and the package root may import anything below them
+        for target in sorted(_imports(path) - {unit} - ALLOWED[unit]):
+            wrong.append(f"{path.relative_to(PACKAGE.parent)} imports usrbatch.{target}")
+    assert wrong == []
+
+
+def test_the_agent_is_self_contained() -> None:
+    """transport/agent.py is sent to remote hosts: it imports nothing from usrbatch."""
+    assert _imports(PACKAGE / "transport" / "agent.py") == set()
+
+
+def test_the_rules_see_real_imports() -> None:
+    """The checker is not vacuous: it finds the imports the engine really has."""
+    assert {"transport", "dataset", "files"} <= _imports(PACKAGE / "sync" / "engine.py")
