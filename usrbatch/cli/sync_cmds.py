@@ -1,5 +1,5 @@
-"""`usr diff|status|pull|push TARGET REMOTE`: thin wrappers over usrbatch.sync.engine (datasets)
-and usrbatch.sync.filemode (one file).
+"""`usr diff|status|pull|push TARGET REMOTE`: parse the flags (typed `SyncFlags`), resolve the
+target, call `usrbatch.sync.api.run_opened` (datasets and single files alike), render the result.
 
 TARGET is a file (FILE mode: ends with `.parquet` or is an existing file), a dataset directory, or
 a dataset id (usrbatch.sync.targets). Output follows the public contract (§10): the plain diff,
@@ -13,18 +13,21 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import click
 
 from usrbatch.auditlog import bind_context, configure_from_env
 from usrbatch.cli.common import UsrContext, pass_usr
 from usrbatch.dataset.event_revision import EventHistoryError
-from usrbatch.errors import UserAbort, VerificationError
+from usrbatch.errors import UserAbort
 from usrbatch.remotes import RemoteConfig
-from usrbatch.sync import audit, engine, filemode
+from usrbatch.sync import api, audit, filemode
 from usrbatch.sync.options import SyncOptions, resolve_flag_policy
 from usrbatch.sync.plan import DiffSummary
+from usrbatch.sync.result import SyncResult
 from usrbatch.sync.targets import is_file_mode, resolve_dataset_target, strict_bootstrap_enabled
 from usrbatch.sync.verify import VERIFY_MODES
 from usrbatch.terminal import printable
@@ -81,17 +84,6 @@ def note_file_only_options(raw: str, repo_root: str | None, remote_path: str | N
         verb = "applies" if len(given) == 1 else "apply"
         click.echo(
             f"NOTE: {'/'.join(given)} {verb} to FILE mode only; ignored for dataset '{raw}'.", err=True
-        )
-
-
-def reject_dataset_only_flags(kw: dict) -> None:
-    """FILE mode takes none of the dataset-only flags (§3.5)."""
-    given = [flag for key, flag in DATASET_ONLY_FLAGS if kw.get(key)]
-    if given:
-        verb = "is a dataset-only flag" if len(given) == 1 else "are dataset-only flags"
-        raise VerificationError(
-            f"{'/'.join(given)} {verb} (not valid in FILE mode).",
-            hint="FILE mode verifies the one file with --verify hash|size|parquet|auto; drop the flag.",
         )
 
 
@@ -178,40 +170,70 @@ def with_options(options: list) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _diff_result(
-    ctx: UsrContext, dataset: str, remote: str, verify: str, repo_root: str | None, remote_path: str | None
-) -> engine.SyncResult:
-    if is_file_mode(ctx.root, dataset):
-        target = file_target(ctx, dataset, remote, repo_root, remote_path)
-        transport = open_file_remote(target)
-        try:
-            return filemode.diff_file(target, transport, verify=verify)
-        finally:
-            transport.close()
-    note_file_only_options(dataset, repo_root, remote_path)
-    root, ds = resolve_dataset_target(ctx.root, dataset, action="diff")
-    bind_context(dataset=ds)
-    transport = open_remote(ctx, remote)
-    try:
-        return engine.plan_diff(
-            root, ds, transport, SyncOptions(verify=verify, sidecars=False, content_hashes=False)
+@dataclass(frozen=True)
+class SyncFlags:
+    """The sync commands' flags, typed (click hands them over as keyword arguments)."""
+
+    verify: str = "hash"
+    dry_run: bool = False
+    yes: bool = False
+    primary_only: bool = False
+    skip_snapshots: bool = False
+    verify_sidecars: bool = False
+    no_verify_sidecars: bool = False
+    verify_derived_hashes: bool = False
+    no_verify_derived_hashes: bool = False
+    lock_timeout: float = 300.0
+    audit_json_out: str | None = None
+    repo_root: str | None = None
+    remote_path: str | None = None
+    strict_bootstrap_id: bool = False
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> SyncFlags:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def dataset_only_given(self) -> list[str]:
+        return [flag for key, flag in DATASET_ONLY_FLAGS if getattr(self, key)]
+
+    def policy(self) -> tuple[bool, bool]:
+        """(sidecars, content_hashes) per §3.5; conflicting flags raise VerificationError."""
+        return resolve_flag_policy(
+            verify_sidecars=self.verify_sidecars,
+            no_verify_sidecars=self.no_verify_sidecars,
+            verify_derived_hashes=self.verify_derived_hashes,
+            no_verify_derived_hashes=self.no_verify_derived_hashes,
         )
-    finally:
-        transport.close()
+
+
+def _target(ctx: UsrContext, action: str, raw: str, remote: str, flags: SyncFlags) -> api.SyncTarget:
+    """FILE mode or dataset mode, resolved (nothing touched yet); binds `dataset` to the log."""
+    if is_file_mode(ctx.root, raw):
+        if action != "diff":
+            api.refuse_dataset_only_flags(flags.dataset_only_given())
+        return file_target(ctx, raw, remote, flags.repo_root, flags.remote_path)
+    note_file_only_options(raw, flags.repo_root, flags.remote_path)
+    strict = action == "pull" and strict_bootstrap_enabled(flags.strict_bootstrap_id)
+    root, ds = resolve_dataset_target(ctx.root, raw, action=action, strict=strict)  # type: ignore[arg-type]
+    bind_context(dataset=ds)
+    return api.DatasetTarget(root, ds, remote_config(ctx, remote))
+
+
+def _opener(ctx: UsrContext, remote: str, target: api.SyncTarget) -> Callable[[RemoteConfig], Transport]:
+    """The transport opener of a target (module-level names looked up at call time)."""
+    if isinstance(target, filemode.FileTarget):
+        return lambda _config: open_file_remote(target)
+    return lambda _config: open_remote(ctx, remote)
 
 
 def _run_diff(
-    ctx: UsrContext,
-    dataset: str,
-    remote: str,
-    verify: str,
-    fmt: str,
-    audit_out: str | None,
-    repo_root: str | None = None,
-    remote_path: str | None = None,
+    ctx: UsrContext, dataset: str, remote: str, fmt: str, audit_out: str | None, flags: SyncFlags
 ) -> None:
     configure_from_env(ctx.log_json)
-    result = _diff_result(ctx, dataset, remote, verify, repo_root, remote_path)
+    target = _target(ctx, "diff", dataset, remote, flags)
+    options = SyncOptions(verify=flags.verify, sidecars=False, content_hashes=False)
+    result = api.run_opened("diff", target, _opener(ctx, remote, target), options)
     payload = audit.audit_payload(
         result.summary, action="diff", state=result.transfer_state, sidecars=False, content_hashes=False
     )
@@ -273,7 +295,8 @@ def diff_cmd(
     **_ignored,
 ) -> None:
     """Compare a local dataset (or one file) with its copy on REMOTE (no locks, no writes)."""
-    _run_diff(ctx, dataset, remote, verify, fmt, audit_json_out, repo_root, remote_path)
+    flags = SyncFlags.of({**_ignored, "verify": verify, "repo_root": repo_root, "remote_path": remote_path})
+    _run_diff(ctx, dataset, remote, fmt, audit_json_out, flags)
 
 
 @click.command("status")
@@ -293,7 +316,8 @@ def status_cmd(
     **_ignored,
 ) -> None:
     """Alias of diff (plain output, no audit file)."""
-    _run_diff(ctx, dataset, remote, verify, "plain", None, repo_root, remote_path)
+    flags = SyncFlags.of({**_ignored, "verify": verify, "repo_root": repo_root, "remote_path": remote_path})
+    _run_diff(ctx, dataset, remote, "plain", None, flags)
 
 
 def _plan_hook(yes: bool, dry_run: bool) -> Callable[[DiffSummary], None]:
@@ -308,75 +332,50 @@ def _plan_hook(yes: bool, dry_run: bool) -> Callable[[DiffSummary], None]:
     return on_plan
 
 
-def _report(action: str, result: engine.SyncResult, *, sidecars: bool, hashes: bool, kw: dict) -> None:
+def _report(action: str, result: SyncResult, *, sidecars: bool, hashes: bool, flags: SyncFlags) -> None:
     for note in result.notes:
         click.echo(f"NOTE: {note}", err=True)
     payload = audit.audit_payload(
         result.summary, action=action, state=result.transfer_state, sidecars=sidecars, content_hashes=hashes
     )
     echo_lines(audit.audit_lines(payload))
-    if kw["audit_json_out"]:
-        audit.write_audit_json(Path(kw["audit_json_out"]), payload)
-    if not kw["dry_run"]:
+    if flags.audit_json_out:
+        audit.write_audit_json(Path(flags.audit_json_out), payload)
+    if not flags.dry_run:
         click.echo(f"{action.capitalize()} complete.")
 
 
-def _transfer_file(action: str, ctx: UsrContext, raw: str, remote: str, kw: dict) -> None:
-    reject_dataset_only_flags(kw)
-    target = file_target(ctx, raw, remote, kw["repo_root"], kw["remote_path"])
-    transport = open_file_remote(target)
-    try:
-        run = filemode.pull_file if action == "pull" else filemode.push_file
-        result = run(
-            target,
-            transport,
-            verify=kw["verify"],
-            dry_run=kw["dry_run"],
-            progress=progress_bar(),
-            on_plan=_plan_hook(kw["yes"], kw["dry_run"]),
-        )
-    finally:
-        transport.close()
-    _report(action, result, sidecars=False, hashes=False, kw=kw)
-
-
-def _transfer(action: str, ctx: UsrContext, dataset: str, remote: str, **kw) -> None:
+def _transfer(
+    action: Literal["pull", "push"], ctx: UsrContext, raw: str, remote: str, flags: SyncFlags
+) -> None:
+    """Parse → one api.run → render; FILE mode verifies only the one file (no sidecars)."""
     configure_from_env(ctx.log_json)
-    if is_file_mode(ctx.root, dataset):
-        _transfer_file(action, ctx, dataset, remote, kw)
-        return
-    sidecars, hashes = resolve_flag_policy(
-        verify_sidecars=kw["verify_sidecars"],
-        no_verify_sidecars=kw["no_verify_sidecars"],
-        verify_derived_hashes=kw["verify_derived_hashes"],
-        no_verify_derived_hashes=kw["no_verify_derived_hashes"],
-    )
-    opts = SyncOptions(
-        verify=kw["verify"],
-        sidecars=sidecars,
-        content_hashes=hashes,
-        primary_only=kw["primary_only"],
-        skip_snapshots=kw["skip_snapshots"],
-        dry_run=kw["dry_run"],
-        lock_timeout=kw["lock_timeout"],
-    )
-    opts.validate()
-    note_file_only_options(dataset, kw["repo_root"], kw["remote_path"])
-    strict = action == "pull" and strict_bootstrap_enabled(kw.get("strict_bootstrap_id", False))
-    root, ds = resolve_dataset_target(ctx.root, dataset, action=action, strict=strict)  # type: ignore[arg-type]
-    bind_context(dataset=ds)
-    transport = open_remote(ctx, remote)
-    try:
-        run = engine.pull if action == "pull" else engine.push
-        result = run(
-            root, ds, transport, opts, progress=progress_bar(), on_plan=_plan_hook(kw["yes"], opts.dry_run)
+    if is_file_mode(ctx.root, raw):
+        sidecars = hashes = False
+        options = SyncOptions(
+            verify=flags.verify, sidecars=False, content_hashes=False, dry_run=flags.dry_run
         )
+    else:
+        sidecars, hashes = flags.policy()
+        options = SyncOptions(
+            verify=flags.verify,
+            sidecars=sidecars,
+            content_hashes=hashes,
+            primary_only=flags.primary_only,
+            skip_snapshots=flags.skip_snapshots,
+            dry_run=flags.dry_run,
+            lock_timeout=flags.lock_timeout,
+        )
+        options.validate()
+    target = _target(ctx, action, raw, remote, flags)
+    hooks = api.SyncHooks(on_plan=_plan_hook(flags.yes, flags.dry_run), progress=progress_bar())
+    try:
+        result = api.run_opened(action, target, _opener(ctx, remote, target), options, hooks)
     except EventHistoryError as exc:
-        exc.hint = exc.advice(ds, remote)  # which side is ahead, with the commands to run
+        if isinstance(target, api.DatasetTarget):
+            exc.hint = exc.advice(target.dataset_id, remote)  # which side is ahead, with the commands
         raise
-    finally:
-        transport.close()
-    _report(action, result, sidecars=sidecars, hashes=hashes, kw=kw)
+    _report(action, result, sidecars=sidecars, hashes=hashes, flags=flags)
 
 
 transfer_options = [
@@ -417,7 +416,7 @@ transfer_options = [
 @pass_usr
 def pull_cmd(ctx: UsrContext, dataset: str, remote: str, **kw) -> None:
     """Make the local dataset (or one file) equal to its copy on REMOTE (staged, verified, then promoted)."""
-    _transfer("pull", ctx, dataset, remote, **kw)
+    _transfer("pull", ctx, dataset, remote, SyncFlags.of(kw))
 
 
 @click.command("push")
@@ -428,7 +427,7 @@ def pull_cmd(ctx: UsrContext, dataset: str, remote: str, **kw) -> None:
 @pass_usr
 def push_cmd(ctx: UsrContext, dataset: str, remote: str, **kw) -> None:
     """Make the copy on REMOTE equal to the local dataset (or one file) (temp names, verified, then renamed)."""
-    _transfer("push", ctx, dataset, remote, **kw)
+    _transfer("push", ctx, dataset, remote, SyncFlags.of(kw))
 
 
 def register(group: click.Group) -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from usrbatch.auditlog import get_logger
@@ -42,7 +42,6 @@ from usrbatch.errors import DatasetError, TransferError, UsrError, VerificationE
 from usrbatch.files import prune_empty
 from usrbatch.sync import payload as pl
 from usrbatch.sync import staging as stg
-from usrbatch.sync.audit import transfer_state
 from usrbatch.sync.inventory import (
     local_inventory,
     reject_reserved,
@@ -51,7 +50,15 @@ from usrbatch.sync.inventory import (
     sections,
 )
 from usrbatch.sync.options import SyncOptions
-from usrbatch.sync.plan import DiffSummary, PrimaryStat, SyncPlan, build_plan
+from usrbatch.sync.plan import DiffSummary, SyncPlan, build_plan
+from usrbatch.sync.result import (
+    Meter,
+    PlanHook,
+    ProgressFactory,
+    SyncResult,
+    finish,
+    primary_of_inventory,
+)
 from usrbatch.sync.temps import cleanup_remote, upload_temp
 from usrbatch.sync.verify import (
     SidecarState,
@@ -60,10 +67,8 @@ from usrbatch.sync.verify import (
     resolve_verify_mode,
     verify_primary,
 )
-from usrbatch.transport.base import FileEntry, Inventory, ProgressFn, Transfer, Transport
+from usrbatch.transport.base import FileEntry, Inventory, Transfer, Transport
 
-ProgressFactory = Callable[[int], ProgressFn | None]  # total bytes → per-chunk callback
-PlanHook = Callable[[DiffSummary], None]  # sees the preliminary plan; may raise UserAbort
 LOCAL_CHANGED = "Local event log changed while the full pull was staged; refusing destination promotion."
 DRY_RUN_PUSH_NOTE = (
     "Dry-run observed a valid remote event-log prefix without mutation; an actual push rechecks it "
@@ -75,57 +80,10 @@ KEPT_REMOTE = "The remote records.parquet this push replaced (no snapshot held i
 
 
 @dataclass(frozen=True)
-class SyncResult:
-    """What a diff, pull or push did. `summary` is the post-execution (definitive) summary."""
-
-    action: str  # diff | pull | push
-    transfer_state: str  # DIFF-ONLY | DRY-RUN | TRANSFERRED | NO-OP
-    summary: DiffSummary
-    files_sent: int = 0
-    bytes_sent: int = 0
-    files_deleted: int = 0
-    locked: bool = False  # whether any lock or lease was taken
-    duration_s: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class _Observation:
     local: Inventory
     remote: Inventory
     plan: SyncPlan
-
-
-class _Meter:
-    """Wraps the caller's progress callback; logs one `sync.file.sent` per file afterwards, the
-    same for every transport (bytes actually moved, so a resumed file counts only its rest)."""
-
-    def __init__(self, inner: ProgressFn | None) -> None:
-        self.inner = inner
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
-        self.moved: dict[str, int] = {}
-
-    def __call__(self, path: str, n: int) -> None:
-        now = time.monotonic()
-        self.first.setdefault(path, now)
-        self.last[path] = now
-        self.moved[path] = self.moved.get(path, 0) + n
-        if self.inner is not None:
-            self.inner(path, n)
-
-    def log(self, ds: str, items: list[Transfer], names: dict[str, str]) -> None:
-        log = get_logger()
-        for item in items:
-            t0 = self.first.get(item.remote, 0.0)
-            log.info(
-                "sync.file.sent",
-                dataset=ds,
-                path=names.get(item.remote, item.remote),
-                bytes=self.moved.get(item.remote, 0),
-                size=item.size,
-                duration_s=round(self.last.get(item.remote, t0) - t0, 6),
-            )
 
 
 def _remote_revision(inv: Inventory) -> EventRevision:
@@ -133,14 +91,6 @@ def _remote_revision(inv: Inventory) -> EventRevision:
     if entry is None:
         return ABSENT
     return EventRevision(True, entry.size, entry.sha256, int(inv.events_lines or 0))
-
-
-def _primary(inv: Inventory) -> PrimaryStat:
-    e = inv.files.get(RECORDS)
-    if e is None:
-        return PrimaryStat(exists=False)
-    rows, cols = inv.primary_shape if inv.primary_shape else (None, None)
-    return PrimaryStat(True, e.size, e.sha256, rows, cols, str(e.mtime_ns // 1_000_000_000))
 
 
 def _observe(root: Path, ds: str, transport: Transport, opts: SyncOptions, direction: str) -> _Observation:
@@ -155,7 +105,7 @@ def _observe(root: Path, ds: str, transport: Transport, opts: SyncOptions, direc
     reject_reserved(local, side="Local", where=str(local_dir))
     if parquet and RECORDS in local.files:
         local = dataclasses.replace(local, primary_shape=local_parquet_shape(local_dir / RECORDS))
-    mode, notes = resolve_verify_mode(opts.verify, _primary(remote))
+    mode, notes = resolve_verify_mode(opts.verify, primary_of_inventory(remote))
     plan = build_plan(
         ds,
         local,
@@ -187,19 +137,7 @@ def _observe(root: Path, ds: str, transport: Transport, opts: SyncOptions, direc
 
 
 def _done(action: str, ds: str, summary: DiffSummary, opts: SyncOptions, started: float, **kw) -> SyncResult:
-    state = transfer_state(action, dry_run=opts.dry_run, has_change=summary.has_change)
-    result = SyncResult(action, state, summary, duration_s=round(time.monotonic() - started, 6), **kw)
-    get_logger().info(
-        "sync.done",
-        dataset=ds,
-        action=action,
-        transfer_state=state,
-        files=result.files_sent,
-        deleted=result.files_deleted,
-        bytes=result.bytes_sent,
-        duration_s=result.duration_s,
-    )
-    return result
+    return finish(action, ds, summary, dry_run=opts.dry_run, started=started, **kw)
 
 
 def _done_transferred(
@@ -362,7 +300,7 @@ def pull(
                     )
                     for e in plan.send
                 ]
-                meter = _Meter(progress(plan.bytes_to_send) if progress else None)
+                meter = Meter(progress(plan.bytes_to_send) if progress else None)
                 try:
                     transport.download(items, progress=meter)
                 except VerificationError:
@@ -444,7 +382,7 @@ def _verify_staged(
     if mode == "parquet" and RECORDS in view.files:
         src = staging / RECORDS if RECORDS in staged else dataset_dir(staging.parent, ds) / RECORDS
         view = dataclasses.replace(view, primary_shape=local_parquet_shape(src))
-    verify_primary("post-pull", mode, _primary(view), _primary(obs.remote))
+    verify_primary("post-pull", mode, primary_of_inventory(view), primary_of_inventory(obs.remote))
     if opts.sidecars:
         check_sidecars(
             "post-pull-sidecars",
@@ -539,7 +477,7 @@ def push(
             )
             for e in plan.send
         ]
-        meter = _Meter(progress(plan.bytes_to_send) if progress else None)
+        meter = Meter(progress(plan.bytes_to_send) if progress else None)
         try:
             transport.upload(items, progress=meter)
             meter.log(ds, items, {i.remote: e.path for i, e in zip(items, plan.send, strict=True)})
@@ -590,7 +528,7 @@ def _verify_pushed(
     """post-push primary, event revision equality, post-push-sidecars, full content equality."""
     reject_unsafe(after, side="Remote", where=ds)
     mode = obs.plan.summary.verify_mode
-    verify_primary("post-push", mode, _primary(obs.local), _primary(after))
+    verify_primary("post-push", mode, primary_of_inventory(obs.local), primary_of_inventory(after))
     if opts.full and not _remote_revision(after).same_content(local_rev):
         raise VerificationError("Remote event log does not match the transferred local event revision")
     if opts.sidecars:

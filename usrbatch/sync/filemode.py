@@ -26,7 +26,7 @@ import dataclasses
 import os
 import posixpath
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,13 +35,12 @@ from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, Veri
 from usrbatch.files import fsync_dir, fsync_file, make_parents, prune_empty
 from usrbatch.remotes import RemoteConfig
 from usrbatch.sync import payload as pl
-from usrbatch.sync.audit import transfer_state
-from usrbatch.sync.engine import SyncResult
 from usrbatch.sync.plan import DiffSummary, PrimaryStat, SnapshotInfo
+from usrbatch.sync.result import Meter, PlanHook, ProgressFactory, SyncResult, finish, primary_of_file
 from usrbatch.sync.temps import cleanup_remote, download_partial, drop_stale_partials, upload_temp
 from usrbatch.sync.verify import local_parquet_shape, resolve_verify_mode, verify_primary
 from usrbatch.transport import agent
-from usrbatch.transport.base import FileStat, ProgressFn, Transfer, Transport
+from usrbatch.transport.base import FileStat, Transfer, Transport
 
 LOCAL_ROOT_ENV = "DNADESIGN_REPO_ROOT"
 NO_REMOTE_ROOT = "FILE mode requires remote.repo_root in remotes.yaml or --remote-path."
@@ -50,9 +49,6 @@ NO_LOCAL_ROOT = (
     "or add local_repo_root in remotes.yaml."
 )
 NOT_A_FILE = "FILE mode: pass a file path, not a directory."
-
-ProgressFactory = Callable[[int], ProgressFn | None]
-PlanHook = Callable[[DiffSummary], None]
 
 
 @dataclass(frozen=True)
@@ -179,14 +175,6 @@ class FileObservation:
         return self.summary.has_change
 
 
-def _primary(st: FileStat) -> PrimaryStat:
-    if st.kind != "file":
-        return PrimaryStat(exists=False)
-    rows, cols = st.shape if st.shape else (None, None)
-    mtime = str(st.mtime_ns // 1_000_000_000) if st.mtime_ns is not None else None
-    return PrimaryStat(True, st.size, st.sha256, rows, cols, mtime)
-
-
 def _refuse_kind(st: FileStat, *, side: str, where: str) -> None:
     if st.kind in ("file", "missing"):
         return
@@ -220,14 +208,14 @@ def observe(target: FileTarget, transport: Transport, verify: str, action: str) 
     _refuse_kind(remote, side="Remote", where=target.where)
     local = stat_local(target.local)
     _refuse_kind(local, side="Local", where=str(target.local))
-    mode, notes = resolve_verify_mode(verify, _primary(remote))
+    mode, notes = resolve_verify_mode(verify, primary_of_file(remote))
     if mode == "parquet" and local.kind == "file":
         local = dataclasses.replace(local, shape=local_parquet_shape(target.local))
     same = local.exists and remote.exists and local.sha256 is not None and local.sha256 == remote.sha256
     summary = DiffSummary(
         dataset=str(target.local),
-        primary_local=_primary(local),
-        primary_remote=_primary(remote),
+        primary_local=primary_of_file(local),
+        primary_remote=primary_of_file(remote),
         meta_local_mtime=None,
         meta_remote_mtime=None,
         events_local_lines=0,
@@ -263,43 +251,7 @@ def observe(target: FileTarget, transport: Transport, verify: str, action: str) 
 def _done(
     action: str, target: FileTarget, obs: FileObservation, dry_run: bool, started: float, **kw
 ) -> SyncResult:
-    state = transfer_state(action, dry_run=dry_run, has_change=obs.has_change)
-    result = SyncResult(action, state, obs.summary, duration_s=round(time.monotonic() - started, 6), **kw)
-    get_logger().info(
-        "sync.done",
-        dataset=str(target.local),
-        action=action,
-        transfer_state=state,
-        files=result.files_sent,
-        deleted=0,
-        bytes=result.bytes_sent,
-        duration_s=result.duration_s,
-    )
-    return result
-
-
-class _Meter:
-    """Counts the bytes actually moved (a resumed file counts only its rest) for sync.file.sent."""
-
-    def __init__(self, inner: ProgressFn | None) -> None:
-        self.inner = inner
-        self.moved = 0
-        self.started = time.monotonic()
-
-    def __call__(self, path: str, n: int) -> None:
-        self.moved += n
-        if self.inner is not None:
-            self.inner(path, n)
-
-    def log(self, path: str, size: int) -> None:
-        get_logger().info(
-            "sync.file.sent",
-            dataset=path,
-            path=path,
-            bytes=self.moved,
-            size=size,
-            duration_s=round(time.monotonic() - self.started, 6),
-        )
+    return finish(action, str(target.local), obs.summary, dry_run=dry_run, started=started, **kw)
 
 
 # -- diff ------------------------------------------------------------------------------------
@@ -355,7 +307,7 @@ def pull_file(
     assert remote.sha256 is not None and remote.size is not None  # stat_file(hashes=True) of a file
     created = make_parents(target.local.parent)
     partial = download_partial(target.local, remote.sha256)
-    meter = _Meter(progress(remote.size) if progress else None)
+    meter = Meter(progress(remote.size) if progress else None)
     item = Transfer(remote=target.name, local=partial, size=remote.size, sha256=remote.sha256)
     keep_partial = False
     try:
@@ -366,9 +318,9 @@ def pull_file(
         except BaseException:
             keep_partial = partial.is_file()  # a dropped transfer: the next pull resumes it
             raise
-        meter.log(str(target.local), remote.size)
+        meter.log(str(target.local), [item], {item.remote: str(target.local)})
         staged = _staged_stat(partial, mode)
-        verify_primary("post-pull-file", mode, staged, _primary(remote))
+        verify_primary("post-pull-file", mode, staged, primary_of_file(remote))
         pl.check_file_staged(partial, target.name, target.where)  # post-pull-payload
         if remote.mtime_ns is not None:
             os.utime(partial, ns=(remote.mtime_ns, remote.mtime_ns))  # keep the remote mtime
@@ -421,15 +373,14 @@ def push_file(
     assert local.sha256 is not None and local.size is not None
     pl.check_file_local(target.local)  # pre-push-payload
     temp = upload_temp(target.name, local.sha256)  # by content: a dropped push resumes it
-    meter = _Meter(progress(local.size) if progress else None)
+    meter = Meter(progress(local.size) if progress else None)
+    upload = Transfer(remote=temp, local=target.local, size=local.size, sha256=local.sha256)
     try:
-        transport.upload(
-            [Transfer(remote=temp, local=target.local, size=local.size, sha256=local.sha256)], progress=meter
-        )
+        transport.upload([upload], progress=meter)
     except BaseException:
         cleanup_remote(transport, [temp])
         raise
-    meter.log(str(target.local), local.size)
+    meter.log(str(target.local), [upload], {temp: str(target.local)})
     try:
         # ONE round trip: the temp's remote sha256 is checked, then it is renamed over the target.
         kind = agent.file_payload_kind(target.name)
@@ -444,6 +395,6 @@ def push_file(
         cleanup_remote(transport, [temp])
         raise
     after = transport.stat_file(target.name, hashes=mode == "hash", parquet_stats=mode == "parquet")
-    verify_primary("post-push-file", mode, obs.summary.primary_local, _primary(after))
+    verify_primary("post-push-file", mode, obs.summary.primary_local, primary_of_file(after))
     get_logger().info("sync.verified", dataset=str(target.local), context="post-push-file", files=1)
     return _done("push", target, obs, False, started, files_sent=1, bytes_sent=local.size, locked=False)
