@@ -34,7 +34,9 @@ class Secret:
 
 SECRETS = [
     Secret(
-        "GitHub token", "ghp_" + "Dr1llT0kenValue0123456789abcdefABCD", "Dr1llT0kenValue0123456789abcdefABCD"
+        "GitHub token",
+        "ghp_" + "Dr1llT0kenValue0123456789abcdefABCDE",
+        "Dr1llT0kenValue0123456789abcdefABCDE",
     ),
     Secret(
         "Bearer JWT",

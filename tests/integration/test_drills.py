@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from drillkit import r1_cuts, r2_kills, r3_races, r4_hostile, r6_secrets, r7_fuzz, r8_scheduler  # noqa: E402
+from drillkit import (  # noqa: E402
+    r1_cuts,
+    r2_kills,
+    r3_races,
+    r4_hostile,
+    r5_trust,
+    r6_secrets,
+    r7_fuzz,
+    r8_scheduler,
+)
 from drillkit.verdict import RunResult  # noqa: E402
 from drillkit.world import World, world  # noqa: E402
 
@@ -55,9 +64,19 @@ def test_r1_connection_cuts_converge(drill_world: World) -> None:
 
 
 def test_r2_kill_during_push_apply_converges(drill_world: World) -> None:
-    results = _runs(r2_kills, drill_world, [1, 3], 4)  # odd indices: push apply kills
-    _assert_converged(results, 2)
+    results = _runs(r2_kills, drill_world, [1], 4)  # odd indices: push apply kills
+    _assert_converged(results, 1)
     assert all(r.case.startswith("push: remote apply and client killed") for r in results)
+
+
+def test_r2_kill_during_pull_promotion_refuses_local_mutations_then_converges(drill_world: World) -> None:
+    """Runs 2 and 6 die inside the promotion (after the journal), then try `usr attach` and
+    `usr import`: both must be refused, and the next pull completes the promotion."""
+    results = _runs(r2_kills, drill_world, [2, 6], 8)
+    _assert_converged(results, 2)
+    for r, kind in zip(results, ("attach", "import"), strict=True):
+        assert f"local {kind} attempted while the promotion is pending" in r.case
+        assert "has an interrupted pull" in r.case  # the refusal names the pending state
 
 
 def test_r3_racing_pushes_and_appender_converge(drill_world: World) -> None:
@@ -66,24 +85,53 @@ def test_r3_racing_pushes_and_appender_converge(drill_world: World) -> None:
     assert "winner" in results[0].case and "import exit 0" in results[1].case
 
 
-# Cases whose fixes are on main today; the rest of R4 joins when theirs land.
-R4_GREEN = ["symlink aux", "FIFO", "name with a newline"]
+R4_CASES = [  # the full set (links, FIFOs, odd names, ...) runs in bench/drills.py
+    "planted promotion journal + interrupted pull",
+    "junk bytes as records.parquet",
+    "wrong-schema overlay part",
+    "junk bytes as local records.parquet",
+]
 
 
-def test_r4_hostile_links_fifos_and_odd_names_are_safe(drill_world: World) -> None:
-    indices = [i for i, c in enumerate(r4_hostile.CASES) if any(c.name.startswith(g) for g in R4_GREEN)]
+def test_r4_hostile_remote_and_junk_payloads_are_refused_or_synced_safely(drill_world: World) -> None:
+    indices = [i for i, c in enumerate(r4_hostile.CASES) if c.name in R4_CASES]
     results = _runs(r4_hostile, drill_world, indices, len(r4_hostile.CASES))
-    _assert_converged(results, len(R4_GREEN))
+    _assert_converged(results, len(R4_CASES))
 
 
-def test_r6_secrets_in_the_environment_of_a_push_are_never_written(drill_world: World) -> None:
+R5_CASES = [
+    "private key readable by others (0644)",
+    "ssh config writable by others (0666)",
+    "remotes.yaml writable by group (0620)",
+    "@revoked line for the server's key",
+    "only a @cert-authority line",
+    "@cert-authority line beside the plain key",
+]
+
+
+def test_r5_trust_refuses_what_openssh_refuses(drill_world: World) -> None:
+    indices = [i for i, c in enumerate(r5_trust.CASES) if c.name in R5_CASES]
+    results = _runs(r5_trust, drill_world, indices, len(r5_trust.CASES))
+    _assert_converged(results, len(R5_CASES))
+
+
+R6_CASES = [
+    ("usr init --notes", "GitHub token"),
+    ("usr attach --note", "Bearer JWT"),
+    ("env of usr push", "URL credentials"),
+    ("env of usrbatch submit-loop", "password="),
+    ("loop shell step command", "Slack token"),
+]
+
+
+def test_r6_secrets_are_never_written(drill_world: World) -> None:
     indices = [
         i
-        for i, ((channel, _a, _l), _s) in enumerate(r6_secrets.CASES)
-        if channel.startswith("env of usr push")
+        for i, ((channel, _a, _l), secret) in enumerate(r6_secrets.CASES)
+        if any(channel.startswith(c) and secret.name == s for c, s in R6_CASES)
     ]
-    results = _runs(r6_secrets, drill_world, indices[:2], len(r6_secrets.CASES))
-    _assert_converged(results, 2)
+    results = _runs(r6_secrets, drill_world, indices, len(r6_secrets.CASES))
+    _assert_converged(results, len(R6_CASES))
 
 
 def test_r7_fuzzed_inputs_never_crash_and_failures_change_nothing(drill_world: World) -> None:
