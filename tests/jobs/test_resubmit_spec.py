@@ -14,6 +14,15 @@ from usrbatch.jobs.submit import render_job
 STEP = {"kind": "densegen", "command": "dense run -c c.yaml"}
 
 
+def test_bare_on_key_in_yaml_is_the_on_key(tmp_path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text(
+        "dataset: demo\nroot: r\nsteps:\n  - kind: shell\n    command: x\n"
+        "    resubmit: {on: [node_failure], max: 2}\n"
+    )
+    assert load_spec(path).steps[0].resubmit == Resubmit(on=("node_failure",), max=2, args="")
+
+
 def test_policy_parsed_and_resume_args_only_on_a_resubmit(write_spec) -> None:
     policy = {"on": ["walltime", "node_failure"], "max": 3, "args": "--resume"}
     spec = load_spec(write_spec(scheduler="sge", steps=[{**STEP, "resubmit": policy}]))

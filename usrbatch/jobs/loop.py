@@ -370,6 +370,8 @@ def _resubmit(path: Path, where: str, raw: Any) -> Resubmit | None:
         return None
     if not isinstance(raw, dict):
         raise _err(path, where, "expected a mapping {on: [walltime, node_failure], max: N, args: '--resume'}")
+    # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean true: it is the `on` key.
+    raw = {("on" if k is True else k): v for k, v in raw.items()}
     _check_keys(path, where, raw, ["on", "max", "args"])
     on = raw.get("on", ["walltime"])
     on = [on] if isinstance(on, str) else on
