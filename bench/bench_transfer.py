@@ -70,7 +70,7 @@ def usr_op(op: str, root: str, base: str, ssh_config: str, alias: str, user: str
     os.environ["XDG_CACHE_HOME"] = cache
     from usrbatch import auditlog
     from usrbatch.remotes import RemoteConfig
-    from usrbatch.sync import engine
+    from usrbatch.sync import engine, stages
     from usrbatch.sync.options import SyncOptions
     from usrbatch.transport.factory import open_transport
 
@@ -88,7 +88,7 @@ def usr_op(op: str, root: str, base: str, ssh_config: str, alias: str, user: str
         return wrapper
 
     # Instrumentation only (this child process): where the wall time goes.
-    engine.local_inventory = timed_call("local_inventory", engine.local_inventory)
+    stages.local_inventory = timed_call("local_inventory", stages.local_inventory)  # what observe() calls
     remote = RemoteConfig(name="bench", type="ssh", host=alias, user=user, base_dir=base)
     rss_before = proc_status_kb("VmRSS")
     transport = open_transport(remote, ssh_config_path=Path(ssh_config))
