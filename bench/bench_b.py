@@ -243,6 +243,17 @@ class Bench:
         )
         return cfg
 
+    def close_masters(self, aliases: list[str]) -> None:
+        """openssh: end the ControlMasters our commands left (ControlPersist) before sshd stops."""
+        if self.args.transport != "openssh" or not hasattr(self, "env"):
+            return
+        for alias in aliases:
+            try:
+                cfg = self.remotes_yaml(alias, self.remote_base("close"))
+                run_proc(self.usr_argv(self.tmp, cfg, "remotes", "close", "b"), self.env)
+            except (SystemExit, OSError) as exc:
+                print(f"could not close the {alias} master: {exc}", file=sys.stderr)
+
     def usr_argv(self, root: Path, cfg: Path, *args: str) -> list[str]:
         return [self.usr, "--root", str(root), "--remotes-config", str(cfg), *args]
 
@@ -713,6 +724,7 @@ def main() -> int:
                 bench.rss_case(root, rtts)
             # remove bulky remote copies as we go would skew nothing; they go with the temp dir
         finally:
+            bench.close_masters(["bench-lo", "bench-rtt"] if proxy else ["bench-lo"])
             if proxy:
                 proxy.close()
             services.stop_sshd(sshd)
