@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def summarize(name: str, rows: list[RunResult], command: str, seconds: float) ->
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "seconds": round(seconds),
+        "ssh_backend": ssh_backend(),
     }
 
 
@@ -121,6 +123,16 @@ def findings(rows: list[RunResult]) -> list[str]:
 
 def machine() -> str:
     return f"{socket.gethostname()}, {platform.system()} {platform.release()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def ssh_backend() -> str:
+    """The ssh transport the drills' remotes used (they name none: the factory's default)."""
+    try:
+        from usrbatch.transport.factory import TRANSPORT_ENV, TRANSPORTS  # noqa: F401
+    except ImportError:
+        return "paramiko"
+    chosen = os.environ.get("USRBATCH_SSH_TRANSPORT", "").strip()
+    return chosen or ("openssh" if shutil.which("ssh") else "paramiko")
 
 
 def git_head() -> str:
@@ -164,8 +176,10 @@ def write_doc(doc: Path, new: dict[str, dict]) -> None:
     ]
     for name in sorted(rows):
         r = rows[name]
+        backend = r.get("ssh_backend") or "paramiko (the only ssh backend at that commit)"
         text.append(
-            f"- {name}: `{r['command']}` at commit {r['commit']}, {r['date']}, {r['seconds']} s; {r['machine']}"
+            f"- {name}: `{r['command']}` at commit {r['commit']}, {r['date']}, {r['seconds']} s, "
+            f"ssh backend {backend}; {r['machine']}"
         )
     text += ["", "## Runs that did not converge", ""]
     bad = [line for name in sorted(rows) for line in rows[name]["findings"]]
