@@ -326,3 +326,20 @@ def test_import_drops_non_base_columns_and_names_them(dataset: DatasetRef, tmp_p
     result = import_records(dataset, path)
     assert result.rows_written == 2 and result.dropped_columns == ("some_other_value",)
     assert pq.read_schema(dataset.records).names == before
+
+
+@pytest.mark.parametrize(
+    ("header", "named"),
+    [(",sequence,", "''"), ("sequence,rank,source,rank", "'rank'"), ("sequence,sequence", "'sequence'")],
+)
+def test_import_refuses_repeated_column_names_without_writing(
+    root: Path, tmp_path: Path, tree, header: str, named: str
+) -> None:
+    """Found by the R7 fuzz drill: a repeated header name used to end in a KeyError traceback."""
+    ref = init_dataset(root, "dups").dataset
+    width = len(header.split(","))
+    (tmp_path / "dups.csv").write_text(header + "\n" + ",".join(["ACGT"] * width) + "\n")
+    before = tree(root)
+    with pytest.raises(SchemaError, match=f"more than one column named {named}"):
+        import_records(ref, tmp_path / "dups.csv", fmt="csv")
+    assert tree(root) == before

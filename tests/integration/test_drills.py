@@ -101,7 +101,9 @@ def test_r4_hostile_remote_and_junk_payloads_are_refused_or_synced_safely(drill_
 
 R5_CASES = [
     "private key readable by others (0644)",
+    "private key readable by group (0640)",
     "ssh config writable by others (0666)",
+    "ssh config writable by group (0660)",
     "remotes.yaml writable by group (0620)",
     "@revoked line for the server's key",
     "only a @cert-authority line",

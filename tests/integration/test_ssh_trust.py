@@ -20,6 +20,7 @@ from usrbatch.cli.common import run_cli
 from usrbatch.cli.usr_main import usr
 from usrbatch.errors import RemoteConfigError, RemoteUnavailableError
 from usrbatch.remotes import RemoteConfig
+from usrbatch.transport.openssh import OpenSshTransport
 from usrbatch.transport.ssh import SshTransport
 from usrbatch.transport.ssh_connect import NotSshError
 
@@ -94,6 +95,39 @@ def test_unprotected_private_key_is_ignored_with_the_fix(sshd_server: SshdServer
     assert f"fix: chmod 600 {key}" in message
     key.chmod(0o600)
     _connect(sshd_server, cfg, tmp_path).close()
+
+
+def test_openssh_backend_refuses_a_writable_ssh_config(
+    sshd_server: SshdServer, tmp_path: Path, control_dir: Path
+) -> None:
+    """OpenSSH itself checks ~/.ssh/config but not a config given with -F: we check both."""
+    cfg = _config(tmp_path, sshd_server)
+    cfg.chmod(0o660)
+    with pytest.raises(RemoteConfigError) as info:
+        OpenSshTransport(_remote(sshd_server, tmp_path), ssh_config_path=cfg)
+    assert "Bad owner or permissions: mode 0660 is writable by group/others" in str(info.value)
+    assert info.value.hint == f"Fix it with: chmod go-w {cfg}"
+    cfg.chmod(0o644)
+    t = OpenSshTransport(_remote(sshd_server, tmp_path), ssh_config_path=cfg, retries=1)
+    try:
+        assert t.run_sh("echo ok")[1].strip() == "ok"
+    finally:
+        t.close()
+
+
+def test_openssh_backend_names_an_unprotected_key_and_the_fix(
+    sshd_server: SshdServer, tmp_path: Path, control_dir: Path
+) -> None:
+    key = tmp_path / "id_copy"
+    shutil.copy(sshd_server.client_key, key)
+    key.chmod(0o640)
+    cfg = _config(tmp_path, sshd_server, key=key)
+    t = OpenSshTransport(_remote(sshd_server, tmp_path), ssh_config_path=cfg, retries=1)
+    with pytest.raises(RemoteUnavailableError) as info:
+        t.connect()
+    t.close()
+    assert f"private key {key} was ignored: UNPROTECTED PRIVATE KEY FILE" in str(info.value)
+    assert info.value.hint == f"Fix it with: chmod 600 {key}"
 
 
 def test_doctor_reports_each_bad_file_with_its_fix(

@@ -8,6 +8,7 @@ completely before the first byte is written, so a rejected import leaves the dat
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,13 @@ def base_columns_only(table: pa.Table, origin: str) -> tuple[pa.Table, tuple[str
 
     A column that only differs from a core column by case, spaces or dashes (`Sequence`,
     `bio type`) is refused instead: dropping it would silently lose what it means."""
+    repeated = [n for n, count in Counter(table.column_names).items() if count > 1]
+    if repeated:  # which of two same-named columns is meant cannot be guessed
+        shown = ", ".join(repr(n) for n in repeated)
+        raise SchemaError(
+            f"{origin} has more than one column named {shown}. Give every column a unique, "
+            "non-empty name in the header."
+        )
     core = {c.replace("_", ""): c for c in S.CORE_COLUMNS}
     for name in table.column_names:
         key = name.strip().lower().replace(" ", "").replace("-", "").replace("_", "")

@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from usrbatch.errors import RemoteConfigError, RemoteUnavailableError
 from usrbatch.remotes import DEFAULT_CONTROL_PERSIST_S, RemoteConfig
+from usrbatch.remotes_trust import require_trusted_config
 from usrbatch.transport.ssh_config import SSH_CONFIG_ENV
 
 CONTROL_DIR_ENV = "USRBATCH_CONTROL_DIR"
@@ -176,6 +178,9 @@ def ssh_target(
         ssh_config_path = Path(os.environ[SSH_CONFIG_ENV]).expanduser()
     if ssh_config_path is not None and not ssh_config_path.is_file():
         raise RemoteConfigError(f"SSH config not found: {ssh_config_path}")
+    # OpenSSH checks ~/.ssh/config's permissions but not a config given with -F: check both
+    # here, so this backend refuses what the paramiko one refuses (remotes_trust.py).
+    require_trusted_config(ssh_config_path or Path("~/.ssh/config").expanduser(), "ssh config")
     kh: tuple[Path, ...] = ()
     if known_hosts is not None:
         kh = tuple(known_hosts) if isinstance(known_hosts, list) else (known_hosts,)
@@ -354,6 +359,14 @@ def ssh_failure(
             ),
         )
     if "Permission denied" in text or "Too many authentication failures" in text:
+        unprotected = re.search(r"Permissions (0\d+) for '([^']+)' are too open", text)
+        if unprotected:  # OpenSSH ignored a key others can read: say so, with the fix
+            key = unprotected.group(2)
+            return RemoteUnavailableError(
+                f"SSH authentication failed for {target.label}: private key {key} was ignored: "
+                f"UNPROTECTED PRIVATE KEY FILE (permissions {unprotected.group(1)} are too open).",
+                hint=f"Fix it with: chmod 600 {shlex.quote(key)}",
+            )
         if interactive:
             hint = "Check the key (ssh-add, IdentityFile) and the answers to the prompts."
         else:

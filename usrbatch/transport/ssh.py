@@ -539,13 +539,21 @@ class SshTransport:
             "timeout": float(timeout),
             "events": events,
         }
-        chan = self._retry(self._open_channel, what="lease", path=rel)
-        try:
-            chan.exec_command(ssh_shell.agent_command(force_sh=self.force_sh, python=self._python))
-            chan.sendall(ssh_shell.agent_stdin(request))
-        except BaseException:
-            chan.close()
-            raise
+
+        def start() -> paramiko.Channel:
+            # Open, exec and send as one retried unit: a link cut before the agent has the
+            # request holds nothing remotely, so starting over on a new connection is safe
+            # (a bare OSError from sendall on a dead socket is a connection error, not a crash).
+            chan = self._open_channel()
+            try:
+                chan.exec_command(ssh_shell.agent_command(force_sh=self.force_sh, python=self._python))
+                chan.sendall(ssh_shell.agent_stdin(request))
+            except BaseException:
+                chan.close()
+                raise
+            return chan
+
+        chan = self._retry(start, what="lease", path=rel)
         with hold_lease(
             chan, token=token, dataset=rel, target=self.target, timeout=timeout, events=events
         ) as held:
