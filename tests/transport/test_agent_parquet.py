@@ -613,15 +613,16 @@ def test_meta_must_be_utf8_text(tmp_path: Path) -> None:
         assert agent.payload_problem(str(meta), "meta") == expected
 
 
-def test_payload_checks_run_without_pyarrow_on_python_3_6_through_the_bootstrap(tmp_path: Path) -> None:
+def test_payload_checks_run_without_pyarrow_on_python_3_6_through_the_bootstrap(
+    tmp_path: Path, agent_python_36: str
+) -> None:
     """The agent's apply validates uploads and snapshots the replaced primary on a bare old python3."""
     import hashlib
     import json
 
     from usrbatch.transport import ssh_shell
 
-    olds = sorted((Path.home() / ".pyenv" / "versions").glob("3.6.*/bin/python3"))
-    python = str(olds[0]) if olds else sys.executable
+    python = agent_python_36
     ds = tmp_path / "ns" / "demo"
     ds.mkdir(parents=True)
     pq.write_table(_core_table(2), ds / "records.parquet")
