@@ -18,7 +18,7 @@ import click
 from usrbatch.cli.common import UsrContext, pass_usr
 from usrbatch.dataset import events as ev
 from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
-from usrbatch.dataset.overlays import attach
+from usrbatch.dataset.overlay_write import attach
 from usrbatch.dataset.preview import (
     WIDE_LIMIT,
     ellipsize,

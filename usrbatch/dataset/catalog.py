@@ -20,14 +20,7 @@ import pyarrow.parquet as pq
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.events import check_event_log, count_events
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_runtime, normalize_dataset_id
-from usrbatch.dataset.overlays import (
-    TOMBSTONE_NAMESPACE,
-    TOMBSTONE_TYPES,
-    OverlaySource,
-    overlay_sources,
-    overlay_unreadable,
-    source_key,
-)
+from usrbatch.dataset.overlay_merge import OverlaySource, overlay_sources, overlay_unreadable, source_key
 from usrbatch.dataset.pending import pending_problems
 from usrbatch.dataset.ref import DatasetRef
 from usrbatch.dataset.registry import render_type
@@ -44,6 +37,7 @@ from usrbatch.dataset.scan import (
     iter_parquet_batches,
     null_as_true,
 )
+from usrbatch.dataset.tombstones import TOMBSTONE_NAMESPACE, TOMBSTONE_TYPES
 from usrbatch.errors import DatasetError, UsrError
 
 

@@ -20,10 +20,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from usrbatch.dataset.overlays import (
-    TOMBSTONE_NAMESPACE,
+from usrbatch.dataset.overlay_merge import (
     OverlaySource,
-    deleted_mask,
     overlay_sources,
     read_overlay_rows,
     source_columns,
@@ -31,6 +29,7 @@ from usrbatch.dataset.overlays import (
 )
 from usrbatch.dataset.ref import DatasetRef, as_dataset, restore_hint
 from usrbatch.dataset.scan import MIN_SCAN_ROWS, SCAN_BATCH_ROWS, iter_parquet_batches
+from usrbatch.dataset.tombstones import TOMBSTONE_NAMESPACE, deleted_mask
 from usrbatch.errors import DatasetError, SchemaError
 
 MAX_LIST_ITEMS = 6

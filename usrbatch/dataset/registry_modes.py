@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.layout import REGISTRY_DIR
-from usrbatch.dataset.overlays import OverlaySource
+from usrbatch.dataset.overlay_merge import OverlaySource
 from usrbatch.dataset.ref import DatasetRef
 from usrbatch.dataset.registry import (
     RESERVED_NAMESPACES,

@@ -111,7 +111,7 @@ def build_arrays(library: list[Motif], *, count: int, length: int, time_limit: f
 
 
 def _annotated_ids(ref: object) -> set[str]:
-    from usrbatch.dataset.overlays import read_dataset
+    from usrbatch.dataset.overlay_read import read_dataset
 
     try:
         table = read_dataset(ref, ["densegen__run_id"])  # type: ignore[arg-type]
@@ -139,7 +139,7 @@ def run(
     run_id: str,
 ) -> dict:
     """Generate, append, annotate. Returns counts for the caller to print."""
-    from usrbatch.dataset.overlays import write_overlay_part
+    from usrbatch.dataset.overlay_write import write_overlay_part
     from usrbatch.dataset.records import import_records
     from usrbatch.dataset.ref import open_dataset
     from usrbatch.dataset.schema import compute_id

@@ -78,7 +78,8 @@ def gc_fraction(raw: str) -> float:
 
 def run(root: Path, dataset: str, *, overwrite: bool = False, chunk_size: int = 512) -> dict:
     """Fit, score the rows that need it, write parts. Returns counts for the caller to print."""
-    from usrbatch.dataset.overlays import read_dataset, write_overlay_part
+    from usrbatch.dataset.overlay_read import read_dataset
+    from usrbatch.dataset.overlay_write import write_overlay_part
     from usrbatch.dataset.ref import open_dataset
     from usrbatch.steps.namespaces import ensure_step_namespace
 
