@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +15,9 @@ from usrbatch import __version__
 from usrbatch.cli.common import run_cli
 from usrbatch.cli.lazy import LazyCommand, LazyGroup
 from usrbatch.errors import JobError
+
+if TYPE_CHECKING:
+    from usrbatch.jobs.single import SyncJobRequest
 
 ROOT_OPT = click.option(
     "--root",
@@ -46,9 +52,22 @@ LAZY_COMMANDS = {
 }
 
 
+class UsrbatchGroup(LazyGroup):
+    """`usrbatch render sync ...` (no --config) renders a single sync job, not a loop step named sync."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        if args[:2] == ["render", "sync"] and not any(
+            a == "--config" or a.startswith("--config=") for a in args
+        ):
+            return "render", render_sync_cmd, args[2:]
+        return super().resolve_command(ctx, args)
+
+
 @click.group(
     name="usrbatch",
-    cls=LazyGroup,
+    cls=UsrbatchGroup,
     lazy=LAZY_COMMANDS,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -66,7 +85,11 @@ def usrbatch() -> None:
 )
 @TEMPLATES_OPT
 def render(step: str, config: str, iteration: int, scheduler: str | None, templates_dir: Path | None) -> None:
-    """Print the job script of STEP (a step name in the spec) for one iteration."""
+    """Print the job script of STEP (a step name in the spec) for one iteration.
+
+    `usrbatch render sync pull|push DATASET REMOTE [options]` (no --config) prints the script of a
+    single sync job instead: the same arguments as `usrbatch submit sync`.
+    """
     from usrbatch.jobs.loop import load_spec, plan_jobs
     from usrbatch.jobs.submit import render_job
 
@@ -77,6 +100,98 @@ def render(step: str, config: str, iteration: int, scheduler: str | None, templa
             f"{spec.path.name}: no step named '{step}' (steps: {', '.join(s.name for s in spec.steps)})"
         )
     click.echo(render_job(spec, jobs[0]), nl=False)
+
+
+def sync_job_options(func: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of `usrbatch submit sync` and `usrbatch render sync`."""
+    options = [
+        click.argument("action", type=click.Choice(["pull", "push"])),
+        click.argument("dataset"),
+        click.argument("remote"),
+        click.option(
+            "--scheduler",
+            type=click.Choice(["local", "sge", "slurm"]),
+            required=True,
+            help="Where to run it.",
+        ),
+        click.option(
+            "--root",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Local datasets root (default: $USR_ROOT, else the current dir).",
+        ),
+        click.option(
+            "--remotes-config",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="remotes.yaml (default: usr's).",
+        ),
+        click.option("--name", default=None, help="Job (loop) id; default sync-ACTION-DATASET-<UTC time>."),
+        click.option("--time", default=None, help="Wall time HH:MM:SS (SGE -l h_rt, Slurm --time)."),
+        click.option(
+            "--cpus", type=click.IntRange(min=1), default=None, help="Cores (SGE -pe omp, Slurm -c)."
+        ),
+        click.option("--mem", default=None, help="Memory, e.g. 4G (Slurm --mem; SGE: per core, one core)."),
+        click.option("--mem-per-core", default=None, help="SGE -l mem_per_core, e.g. 4G."),
+        click.option("--queue", "--partition", "queue", default=None, help="SGE -q / Slurm --partition."),
+        click.option("--project", default=None, help="SGE project (-P)."),
+        click.option("--account", default=None, help="Slurm account (--account)."),
+        click.option(
+            "--directive",
+            "directives",
+            multiple=True,
+            help="Extra directive line (repeatable), e.g. '-l h_vmem=4G'.",
+        ),
+        click.option("--mail", default=None, help="Address told when the job ends or fails."),
+        click.option(
+            "--setup", multiple=True, help="Shell line run before usr (repeatable): module load ..."
+        ),
+        click.option("--retries", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--retry-delay", type=click.IntRange(min=0), default=5, show_default=True),
+        LOOPS_DIR_OPT,
+        TEMPLATES_OPT,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _sync_request(params: dict) -> SyncJobRequest:
+    from usrbatch.jobs.single import SyncJobRequest
+
+    root = params.pop("root") or Path(os.environ.get("USR_ROOT") or ".")
+    return SyncJobRequest(
+        root=root, directives=tuple(params.pop("directives")), setup=tuple(params.pop("setup")), **params
+    )
+
+
+@click.command("render", context_settings={"help_option_names": ["-h", "--help"]})
+@sync_job_options
+def render_sync_cmd(**params: object) -> None:
+    """Print the script `usrbatch submit sync` would submit with the same arguments; submit nothing."""
+    from usrbatch.jobs.single import render_sync_job
+
+    click.echo(render_sync_job(_sync_request(params)), nl=False)
+
+
+@usrbatch.group()
+def submit() -> None:
+    """Submit a single job (no loop spec needed)."""
+
+
+@submit.command("sync")
+@sync_job_options
+def submit_sync_cmd(**params: object) -> None:
+    """Render and submit one `usr pull|push DATASET REMOTE` job (SGE: on the transfer node, -l download).
+
+    It is a one-step loop: `usrbatch status|wait|logs|cancel ID` follow it, and its audit log is
+    <loop dir>/audit.jsonl.
+    """
+    from usrbatch.jobs.single import submit_sync_job
+
+    spec = submit_sync_job(_sync_request(params), emit=click.echo)
+    click.echo(f"loop {spec.loop_id}: {spec.loop_dir}")
+    click.echo(f"follow it with: usrbatch status {spec.loop_id} --loops-dir {spec.loops_dir}")
 
 
 @usrbatch.command("submit-loop")
