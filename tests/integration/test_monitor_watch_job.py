@@ -69,7 +69,9 @@ def test_watch_job_template_delivers_from_a_batch_job(
         argv = [
             "sbatch",
             f"--output={log}",
-            "--time=00:05:00",
+            # Longer than the template's `--signal=B:USR1@300`: with a 5-minute limit Slurm may
+            # signal the watcher to stop as soon as it starts, before its one pass delivers.
+            "--time=00:15:00",
             "--export=ALL," + ",".join(f"{k}={v}" for k, v in env.items()),
             str(TEMPLATES / "usrbatch-watch.sbatch"),
         ]
