@@ -603,8 +603,8 @@ def table(bench: Bench, mode: str, command: str, elapsed: float) -> str:
             f"{r['ratio']:.2f}× | {target} | {met(r)} | {ip_text} |"
         )
     lines.append(
-        "| B7 | `usrbatch submit-loop` 10 iterations × 4 steps on SGE and Slurm | — | not measured here: "
-        "the `cluster` work owns it | — | — | — | < 5 s; `status` = 1 scheduler call | — | — |"
+        "| B7 | `usrbatch submit-loop` 10 iterations × 4 steps on SGE and Slurm | — | measured by "
+        "`bench/bench_submit.py` (the B7 note before this block) | — | — | — | < 5 s; `status` = 1 scheduler call | — | — |"
     )
     sizes = (
         f"Sizes: B1 {s.b1_mb} MiB records.parquet; B2 {s.b2_mb} MiB records + {s.b2_parts} parts × "
