@@ -15,6 +15,7 @@ Prints one markdown row per scheduler for docs/benchmarks.md §6 (B7).
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import shutil
 import statistics
@@ -75,7 +76,7 @@ def our_ids(scheduler: str, loop_dirs: list[Path]) -> set[str]:
 
 def queued_ids(scheduler: str) -> set[str]:
     """This user's jobs the scheduler still holds."""
-    user = os.environ.get("USER") or ""
+    user = os.environ.get("USER") or getpass.getuser()  # $USER may be unset (a job, cron, this sandbox)
     if scheduler == "sge":
         out = subprocess.run(["qstat", "-u", user], capture_output=True, text=True).stdout
         return {line.split()[0] for line in out.splitlines()[2:] if line.split()}
