@@ -19,7 +19,9 @@ ALLOWED: dict[str, set[str]] = {
     "transport": LEAVES | {"dataset", "remotes", "auditlog"},
     "sync": LEAVES | {"transport", "dataset", "remotes", "auditlog"},
     "steps": LEAVES | {"dataset", "auditlog"},
-    "jobs": LEAVES | {"steps", "dataset", "auditlog"},
+    # jobs reads remotes.yaml (a leaf-only module) so `submit sync` refuses an unknown remote
+    # before anything is queued; it never opens a transport or runs the sync engine itself.
+    "jobs": LEAVES | {"steps", "dataset", "remotes", "auditlog"},
     "monitor": LEAVES | {"jobs", "dataset", "auditlog"},
 }
 
