@@ -1,5 +1,8 @@
 """FILE mode (§6): diff, pull and push of ONE file between this machine and a remote path.
 
+Why ~400 lines in one module: FILE mode's observe and transfer steps for diff, pull and push
+(no lease, journal or sidecars) are one small pipeline whose guarantees below read in one place.
+
 The remote path is `--remote-path`, else `remote.repo_root` + the local file's path relative to the
 local repo root (`--repo-root` > `remote.local_repo_root` > `$DNADESIGN_REPO_ROOT`). The transport
 is rooted at the remote file's parent directory, so every remote operation names one validated

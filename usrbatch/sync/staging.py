@@ -3,6 +3,9 @@ changed files; promotion renames them into the dataset dir (same filesystem, ato
 guided by a journal written before the first rename, so an interrupted promotion is rolled
 forward by the next run instead of leaving a half-updated dataset.
 
+Why over ~400 lines: the journal, its path checks and the roll-forward are one crash-safety
+protocol; split, no file would show what an interrupted promotion relies on.
+
 The journal lives BESIDE the staging dir (`<staging>.promotion.json`), never inside it: staged
 names come from the remote, so none of them can be read as the journal. Every path a journal
 names is checked (relative, no `..`, no reserved name, no symlink on the way) before any rename or

@@ -1,6 +1,9 @@
 """The remote agent: stdlib-only code that runs beside a dataset, in-process (local transport) or
 as ONE `python3` exec on the remote (ssh transport), and answers in JSON.
 
+Why over ~1500 lines: its source is sent to the remote whole and run as one exec, so it cannot be
+split into modules that import each other.
+
 It must stay self-contained (no imports from usrbatch) and run on Python 3.6+: its source is sent
 to the remote host. No walrus, no `from __future__ import annotations`, no 3.7+ stdlib APIs.
 So it keeps its own copies of the file-system primitives the rest of the package takes from
