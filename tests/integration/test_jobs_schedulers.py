@@ -235,3 +235,31 @@ def test_recovery_by_name_ignores_a_same_named_loop_elsewhere(scheduler: str, tm
     finally:
         cancel_loop(loop_a.loop_dir)
         cancel_loop(loop_b.loop_dir)
+
+
+def test_resume_after_a_fixed_failure_completes_the_loop(scheduler: str, workspace: Path) -> None:
+    """`submit-loop --resume` on the real schedulers: the failed job and its dependents are
+    submitted again (the stopped ones first cleared from the queue) and the loop completes."""
+    marker = workspace / "fixed"
+    steps = [
+        {"kind": "shell", "name": "first", "command": 'echo first >> "$USRBATCH_LOOP_DIR/order.txt"'},
+        {"kind": "shell", "name": "flaky", "command": f"test -f {marker}"},
+        {"kind": "shell", "name": "last", "command": 'echo last >> "$USRBATCH_LOOP_DIR/order.txt"'},
+    ]
+    spec = load_spec(_write(workspace, scheduler, "resume", steps, iterations=1))
+    submit_loop(spec, emit=lambda _m: None)
+    try:
+        status = wait_loop(spec.loop_dir, timeout=TIMEOUT)
+        assert status.state == "failed"
+        assert [v.state for v in status.jobs][:2] == ["completed", "failed"]
+        failed_id = load_state(spec.loop_dir).jobs[1].scheduler_id
+        marker.touch()
+        result = submit_loop(spec, resume=True, emit=lambda _m: None)
+        assert result.submitted == ["i001-02-flaky", "i001-03-last"]
+        status = wait_loop(spec.loop_dir, timeout=TIMEOUT)
+        assert status.state == "completed", status
+        state = load_state(spec.loop_dir)
+        assert failed_id in state.jobs[1].previous_ids
+        assert (spec.loop_dir / "order.txt").read_text().splitlines() == ["first", "last"]
+    finally:
+        cancel_loop(spec.loop_dir)
