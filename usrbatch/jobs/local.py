@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from usrbatch.errors import JobError
+from usrbatch.files import atomic_write_text
 from usrbatch.jobs.scheduler import (
     CANCELLED,
     COMPLETED,
@@ -42,15 +43,6 @@ from usrbatch.jobs.scheduler import (
 )
 
 POLL_S = 0.1
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -86,7 +78,7 @@ class LocalScheduler:
             fcntl.flock(lock, fcntl.LOCK_EX)
             counter = self.workdir / "last_id"
             last = int(counter.read_text()) if counter.exists() else 0
-            _write_atomic(counter, str(last + 1))
+            atomic_write_text(counter, str(last + 1))
             return str(last + 1)
 
     def submit_command(self, req: SubmitRequest) -> list[str]:
@@ -114,7 +106,7 @@ class LocalScheduler:
             "array": req.array,
             "submitted_at": _dt.datetime.now(_dt.UTC).isoformat(),
         }
-        _write_atomic(job_dir / "meta.json", json.dumps(meta, indent=1))
+        atomic_write_text(job_dir / "meta.json", json.dumps(meta, indent=1))
         with open(job_dir / "supervisor.log", "ab") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "usrbatch.jobs.local", str(job_dir)],
@@ -124,7 +116,7 @@ class LocalScheduler:
                 start_new_session=True,
                 close_fds=True,
             )
-        _write_atomic(job_dir / "supervisor.pid", str(proc.pid))
+        atomic_write_text(job_dir / "supervisor.pid", str(proc.pid))
         return job_id
 
     def info(self, job_id: str) -> JobInfo:
@@ -196,7 +188,7 @@ class LocalScheduler:
 def _finish(job_dir: Path, state: str, exit_code: int | None, reason: str) -> None:
     if (job_dir / "result.json").exists():
         return
-    _write_atomic(
+    atomic_write_text(
         job_dir / "result.json",
         json.dumps({"state": state, "exit_code": exit_code, "reason": reason}),
     )
@@ -218,7 +210,7 @@ def supervise(job_dir: Path) -> int:
     """Wait for predecessors, run the script, record the result. Returns the job's exit code."""
     meta = json.loads((job_dir / "meta.json").read_text())
     workdir = job_dir.parent
-    _write_atomic(job_dir / "state", "waiting")
+    atomic_write_text(job_dir / "state", "waiting")
     while True:
         if (job_dir / "cancel").exists():
             _finish(job_dir, CANCELLED, None, "cancelled before start")
@@ -252,8 +244,8 @@ def supervise(job_dir: Path) -> int:
                     start_new_session=True,
                 )
             )
-    _write_atomic(job_dir / "child.pid", "\n".join(str(p.pid) for p in procs))
-    _write_atomic(job_dir / "state", "running")
+    atomic_write_text(job_dir / "child.pid", "\n".join(str(p.pid) for p in procs))
+    atomic_write_text(job_dir / "state", "running")
     cancelled = False
     while any(p.poll() is None for p in procs):
         if not cancelled and (job_dir / "cancel").exists():

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from usrbatch.errors import JobError
+from usrbatch.files import atomic_target
 
 
 @dataclass
@@ -69,16 +70,13 @@ def state_path(loop_dir: Path) -> Path:
 
 def save_state(loop_dir: Path, state: LoopState) -> None:
     """Write state.json atomically (temp file + fsync + rename); never world-readable."""
-    path = state_path(loop_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".state.json.tmp.{os.getpid()}")
-    # Group-readable as the umask allows, never world-readable (like the job scripts).
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o660), "w", encoding="utf-8") as fh:
-        os.fchmod(fh.fileno(), os.fstat(fh.fileno()).st_mode & 0o770)
+    # Group-readable as the umask allows, never world-readable (like the job scripts): the temp
+    # is created 0660 minus the umask; atomic_target fsyncs it and renames it into place.
+    with (
+        atomic_target(state_path(loop_dir)) as tmp,
+        os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660), "w", encoding="utf-8") as fh,
+    ):
         json.dump(asdict(state), fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_state(loop_dir: Path) -> LoopState | None:

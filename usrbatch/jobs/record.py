@@ -19,16 +19,11 @@ import time
 from pathlib import Path
 
 from usrbatch import auditlog
+from usrbatch.files import atomic_write_text
 
 
 def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data))
 
 
 def jobs_dir(loop_dir: Path) -> Path:
