@@ -77,3 +77,22 @@ def test_console_only_and_env_switch(tmp_path: Path, monkeypatch, capsys) -> Non
     assert auditlog.configured_path() is None
     err = capsys.readouterr().err
     assert err.splitlines()[-1].endswith(" sync.plan files_to_send=3")
+
+
+def test_file_logger_writes_its_own_file_and_leaves_the_configuration_alone(tmp_path: Path) -> None:
+    """Library code (submit, cancel, resubmit) records into a loop's audit log through
+    `file_logger`; the caller's configured log keeps receiving the caller's events."""
+    main_log, loop_log = tmp_path / "main.jsonl", tmp_path / "loop" / "audit.jsonl"
+    auditlog.configure(main_log)
+    try:
+        loop = auditlog.file_logger(loop_log, loop_id="L1", step=None)
+        loop.info("loop.submitted", token="password=hunter2")
+        auditlog.get_logger().info("cli.done")
+        assert auditlog.configured_path() == main_log.absolute()
+        [line] = [json.loads(x) for x in loop_log.read_text().splitlines()]
+        assert line["event"] == "loop.submitted" and line["loop_id"] == "L1"
+        assert line["schema"] == auditlog.SCHEMA_VERSION and line["ts"].endswith("Z")
+        assert "hunter2" not in loop_log.read_text()
+        assert [json.loads(x)["event"] for x in main_log.read_text().splitlines()] == ["cli.done"]
+    finally:
+        auditlog.configure(None)

@@ -102,6 +102,25 @@ def _to_sinks(_logger: Any, _name: str, event_dict: dict) -> tuple[tuple[dict], 
     return (event_dict,), {}
 
 
+_PROCESSORS = [
+    structlog.contextvars.merge_contextvars,
+    _schema,
+    _utc_ts,
+    _redact,
+    structlog.processors.dict_tracebacks,
+    _to_sinks,
+]
+
+
+def file_logger(path: Path | str, **context: Any) -> Any:
+    """A logger appending to `path` (the same processors: schema, ts, redaction) with `context`
+    bound, leaving the process-wide configuration alone: how library code (submit, cancel,
+    resubmit) writes into a loop's own audit log without re-pointing the caller's logging."""
+    target = Path(path).expanduser().absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return structlog.wrap_logger(_Sinks(target, None), processors=_PROCESSORS).bind(**context)
+
+
 def configure(path: Path | str | None, *, console: TextIO | None = None) -> None:
     """Send events to `path` as JSON lines and, with `console`, as readable lines to that stream
     (neither: events are dropped). Safe to call again; entry points only."""
@@ -111,14 +130,7 @@ def configure(path: Path | str | None, *, console: TextIO | None = None) -> None
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
         structlog.configure(
-            processors=[
-                structlog.contextvars.merge_contextvars,
-                _schema,
-                _utc_ts,
-                _redact,
-                structlog.processors.dict_tracebacks,
-                _to_sinks,
-            ],
+            processors=_PROCESSORS,
             logger_factory=lambda *a: _Sinks(target, console),
             cache_logger_on_first_use=False,
         )

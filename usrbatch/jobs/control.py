@@ -83,8 +83,8 @@ def cancel_loop(loop_dir: Path) -> list[str]:
     infos = sched.status(ids) if ids else {}
     alive = [i for i in ids if i in infos and infos[i].state in ALIVE_STATES]
     sched.cancel(alive)
-    auditlog.configure(loop_dir / "audit.jsonl")
-    auditlog.bind_context(
+    log = auditlog.file_logger(
+        loop_dir / "audit.jsonl",
         loop_id=state.loop_id,
         step=None,
         iteration=None,
@@ -92,7 +92,7 @@ def cancel_loop(loop_dir: Path) -> list[str]:
         scheduler=state.scheduler,
         dataset=state.dataset,
     )
-    auditlog.get_logger().info("loop.cancelled", job_ids=alive)
+    log.info("loop.cancelled", job_ids=alive)
     return alive
 
 

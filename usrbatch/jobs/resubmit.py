@@ -73,8 +73,8 @@ def resubmit_killed(
     if not chosen:
         return []
     by_key = {v.key: v for v in views}
-    auditlog.configure(loop_dir / "audit.jsonl")
-    auditlog.bind_context(
+    log = auditlog.file_logger(
+        loop_dir / "audit.jsonl",
         loop_id=state.loop_id,
         step=None,
         iteration=None,
@@ -82,7 +82,6 @@ def resubmit_killed(
         scheduler=state.scheduler,
         dataset=state.dataset,
     )
-    log = auditlog.get_logger()
     redo: dict[str, JobRecord] = {}
     for job, cause in chosen:
         log.info(

@@ -305,8 +305,8 @@ def submit_loop(
         if added:
             emit(f"registered namespace(s) {', '.join(added)} in {spec.root / 'registry.yaml'}")
     with _locked(loop_dir):
-        auditlog.configure(loop_dir / "audit.jsonl")
-        auditlog.bind_context(
+        log = auditlog.file_logger(
+            loop_dir / "audit.jsonl",
             loop_id=spec.loop_id,
             step=None,
             iteration=None,
@@ -314,7 +314,6 @@ def submit_loop(
             scheduler=spec.scheduler,
             dataset=spec.dataset,
         )
-        log = auditlog.get_logger()
         state = _merge_plan(spec, load_state(loop_dir), n_iter)
         save_state(loop_dir, state)
         if resume:
