@@ -364,13 +364,20 @@ def _serve(
                 last_error = "host key not served yet"
                 time.sleep(0.1)
                 continue
-            probe = subprocess.run(
-                ["ssh", *server.ssh_options(), "-o", "ConnectTimeout=2", SSH_ALIAS, "true"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
+            try:
+                probe = subprocess.run(
+                    ["ssh", *server.ssh_options(), "-o", "ConnectTimeout=2", SSH_ALIAS, "true"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+            except subprocess.TimeoutExpired:  # a hung login (e.g. a slow shell rc): probe again
+                last_error = "ssh probe did not finish within 10 s"
+                continue
+            except BaseException:  # interrupted: never leave the daemon behind
+                stop_sshd(proc)
+                raise
             if probe.returncode == 0:
                 return server, proc
             last_error = probe.stderr.strip()
