@@ -4,7 +4,8 @@
 SSH backend (openssh, paramiko) and `control_dir` gives it private ControlMaster sockets. The
 sync scenarios in tests/sync use them too, for the ssh sides of their `sides` and `fm` fixtures
 (parametrized over local and both ssh backends, so one test function proves every transport).
-Run only the local side with `-m "not sshd"`.
+Run only the local side with `-m "not sshd"`. `tree` snapshots a directory for "nothing changed"
+assertions (the dataset and CLI tests).
 """
 
 from __future__ import annotations
@@ -65,3 +66,22 @@ def ssh_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
     so open_transport and the `usr` CLI (in-process or child) pick it."""
     monkeypatch.setenv("USRBATCH_SSH_TRANSPORT", request.param)
     return request.param
+
+
+def tree_state(root: Path) -> dict[str, bytes | str]:
+    """Every path under root (files: bytes, dirs/links: a marker), dotfiles and locks included."""
+    state: dict[str, bytes | str] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs:
+            state[os.path.relpath(os.path.join(dirpath, name), root)] = "<dir>"
+        for name in files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            state[rel] = "<link>" if os.path.islink(full) else Path(full).read_bytes()
+    return state
+
+
+@pytest.fixture
+def tree():
+    """`tree(root)` -> every path and file's bytes under root, for 'nothing changed' assertions."""
+    return tree_state

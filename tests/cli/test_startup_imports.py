@@ -15,7 +15,15 @@ from pathlib import Path
 import click
 import pytest
 
-from usrbatch.cli import data_cmds, remotes_cmds, sync_cmds, usr_main, usrbatch_main
+from usrbatch.cli import (
+    data_cmds,
+    events_cmds,
+    namespace_cmds,
+    remotes_cmds,
+    sync_cmds,
+    usr_main,
+    usrbatch_main,
+)
 from usrbatch.cli.lazy import LazyGroup, load_command
 
 HEAVY = ("pyarrow", "paramiko", "structlog", "yaml", "rich", "numpy", "jinja2")
@@ -113,7 +121,7 @@ def first_paragraph(command: click.Command) -> str:
 def test_usr_lazy_table_matches_every_registered_command() -> None:
     """Every command a module registers is in the lazy table, pointing at that object, same summary."""
     want: dict[str, click.Command] = {}
-    for module in (data_cmds, sync_cmds, remotes_cmds):
+    for module in (data_cmds, namespace_cmds, events_cmds, sync_cmds, remotes_cmds):
         want.update(registered(module))
     assert set(usr_main.COMMANDS) == set(want)
     for name, entry in usr_main.COMMANDS.items():

@@ -1,8 +1,8 @@
-"""Fixtures shared by the dataset tests: a datasets root, a populated dataset, a tree snapshot."""
+"""Fixtures shared by the dataset tests: a datasets root and a populated dataset (the `tree`
+snapshot is in tests/conftest.py, shared with the CLI tests)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,19 +12,6 @@ from usrbatch.dataset.ref import DatasetRef
 from usrbatch.dataset.registry import register_namespace
 
 SEQUENCES = ["ACGTACGT", "AAAACCCC", "GGGGTTTT", "acgtACGT"]
-
-
-def tree_state(root: Path) -> dict[str, bytes | str]:
-    """Every path under root (files: bytes, dirs/links: a marker), dotfiles and locks included."""
-    state: dict[str, bytes | str] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs:
-            state[os.path.relpath(os.path.join(dirpath, name), root)] = "<dir>"
-        for name in files:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root)
-            state[rel] = "<link>" if os.path.islink(full) else Path(full).read_bytes()
-    return state
 
 
 @pytest.fixture
@@ -46,9 +33,3 @@ def dataset(root: Path) -> DatasetRef:
     )
     import_records(ref, [{"sequence": s} for s in SEQUENCES], source="fixture")
     return ref
-
-
-@pytest.fixture
-def tree():
-    """`tree(root)` -> every path and file's bytes under root, for 'nothing changed' assertions."""
-    return tree_state

@@ -80,7 +80,7 @@ def test_control_dir_others_can_enter_is_refused(tmp_path: Path, monkeypatch) ->
     import pytest
 
     from usrbatch.errors import RemoteConfigError
-    from usrbatch.transport.openssh_master import ssh_target
+    from usrbatch.transport.openssh_target import ssh_target
 
     shared = tmp_path / "cm"
     shared.mkdir(mode=0o755)

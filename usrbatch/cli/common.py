@@ -33,6 +33,11 @@ def resolve_root(root: str | None) -> Path:
 pass_usr = click.make_pass_decorator(UsrContext)
 
 
+def say(text: str) -> None:
+    """Echo one line that quotes input (paths, column names, ids): control characters escaped."""
+    click.echo(printable(text))
+
+
 def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     """Run a click group; map UsrError to `ERROR: ...` + exit 2, never a traceback for a user mistake."""
     try:

@@ -1,4 +1,5 @@
-"""`usr` data commands: namespace, init, import, attach, head, info, validate, ls, events tail.
+"""`usr` dataset commands: init, import, attach, head, info, validate, ls (namespaces:
+namespace_cmds.py; the event log: events_cmds.py).
 
 Each command parses its options, calls one library function in usrbatch.dataset and renders the
 result. User mistakes surface as UsrError, which `run_cli` prints as `ERROR: ...` with exit 2.
@@ -10,12 +11,11 @@ import dataclasses
 import json
 import shlex
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import click
 
-from usrbatch.cli.common import UsrContext, pass_usr
+from usrbatch.cli.common import UsrContext, pass_usr, say
 from usrbatch.dataset import events as ev
 from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
 from usrbatch.dataset.overlay_write import attach
@@ -29,75 +29,15 @@ from usrbatch.dataset.preview import (
 )
 from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import open_dataset
-from usrbatch.dataset.registry import load_registry, register_namespace
 from usrbatch.dataset.registry_modes import DEFAULT_REGISTRY_MODE, REGISTRY_MODES
 from usrbatch.errors import DatasetError, EventLogError, UsrError
 from usrbatch.terminal import printable
-
-
-def _say(text: str) -> None:
-    """Echo one line that quotes input (paths, column names, ids): control characters escaped."""
-    click.echo(printable(text))
 
 
 def _csv_list(value: str | None) -> list[str] | None:
     if not value:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-# ---------------------------------------------------------------------------------------------
-# namespace
-
-
-@click.group("namespace")
-def namespace_group() -> None:
-    """Namespaces in registry.yaml (the columns overlays may write)."""
-
-
-@namespace_group.command("register")
-@click.argument("namespace")
-@click.option(
-    "--columns", required=True, help="'ns__a:float64,ns__v:list<float64>' (struct<a:T,b:U> is fine)."
-)
-@click.option("--owner", default=None, help="Who owns the namespace.")
-@click.option("--description", default=None, help="What the columns hold.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing namespace.")
-@pass_usr
-def namespace_register(
-    usr: UsrContext, namespace: str, columns: str, owner: str | None, description: str | None, overwrite: bool
-) -> None:
-    """Register NAMESPACE with its typed columns."""
-    path = register_namespace(
-        usr.root, namespace, columns, owner=owner, description=description, overwrite=overwrite
-    )
-    _say(f"Registered namespace '{namespace}' in {path}.")
-
-
-@namespace_group.command("list")
-@pass_usr
-def namespace_list(usr: UsrContext) -> None:
-    """List registered namespaces and their columns."""
-    registry = load_registry(usr.root, required=True)
-    assert registry is not None
-    for name, spec in sorted(registry.namespaces.items()):
-        _say(f"{name}: {', '.join(c.name for c in spec.columns)}")
-
-
-@namespace_group.command("show")
-@click.argument("namespace")
-@pass_usr
-def namespace_show(usr: UsrContext, namespace: str) -> None:
-    """Show one namespace."""
-    registry = load_registry(usr.root, required=True)
-    assert registry is not None
-    spec = registry.require(namespace)
-    _say(f"name: {spec.name}")
-    _say(f"owner: {spec.owner or ''}")
-    _say(f"description: {spec.description or ''}")
-    click.echo("columns:")
-    for column in spec.columns:
-        _say(f"  - {column.name}: {column.type}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,11 +53,11 @@ def init_cmd(usr: UsrContext, dataset: str, source: str, notes: str) -> None:
     """Create DATASET (flat `name` or `namespace/name`) under the root."""
     result = init_dataset(usr.root, dataset, source=source, notes=notes)
     if result.registry_created:
-        _say(
+        say(
             f"Created {result.registry_path} with the reserved 'usr_state' namespace "
             "(register more with `usr namespace register`)."
         )
-    _say(f"Initialized dataset '{result.dataset.dataset_id}' at {result.dataset.dir}.")
+    say(f"Initialized dataset '{result.dataset.dataset_id}' at {result.dataset.dir}.")
 
 
 @click.command("import")
@@ -162,11 +102,11 @@ def import_cmd(
         skip_existing=skip_existing,
     )
     if result.dropped_columns:
-        _say(
+        say(
             f"WARNING: {path}: dropped column(s) that are not base record columns: "
             f"{', '.join(result.dropped_columns)} (attach them as an overlay with `usr attach`)."
         )
-    _say(
+    say(
         f"Imported {result.rows_written} row(s) into {result.dataset.dataset_id} "
         f"({result.rows_skipped} skipped) from {path}."
     )
@@ -212,7 +152,7 @@ def attach_cmd(
         parse_json=parse_json,
         command=note or shlex.join(["usr", *sys.argv[1:]]),
     )
-    _say(
+    say(
         f"Attached {result.rows_matched} matched row(s) of {namespace} columns into "
         f"{result.dataset.dataset_id} (input file: {path})"
     )
@@ -298,16 +238,16 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(dataclasses.asdict(info), indent=2))
         return
-    _say(f"dataset: {info.dataset_id}")
-    _say(f"path: {info.path}")
-    _say(f"rows: {info.rows}")
-    _say(f"columns: {', '.join(info.base_columns + info.overlay_columns)}")
+    say(f"dataset: {info.dataset_id}")
+    say(f"path: {info.path}")
+    say(f"rows: {info.rows}")
+    say(f"columns: {', '.join(info.base_columns + info.overlay_columns)}")
     click.echo("overlays:" + ("" if info.overlays else " none"))
     for overlay in info.overlays:
         kind = ("compact" if overlay.compact else "") + (
             f"{' + ' if overlay.compact else ''}{overlay.parts} part(s)" if overlay.parts else ""
         )
-        _say(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
+        say(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
     click.echo(f"size: {_size(info.size_bytes)} ({info.size_bytes} bytes)")
     click.echo(f"events: {info.events}")
 
@@ -344,7 +284,7 @@ def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str
             + ". Fix the problems listed above.",
             hint=_torn_log_fix(ref.dir),
         )
-    _say(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
+    say(f"OK: dataset '{report.dataset_id}' is valid ({len(report.warnings)} warning(s)).")
 
 
 def _torn_log_fix(dataset_dir: Path) -> str | None:
@@ -369,54 +309,9 @@ def ls_cmd(usr: UsrContext, fmt: str) -> None:
         click.echo(dataset_id)
 
 
-# ---------------------------------------------------------------------------------------------
-# events
-
-
-@click.group("events")
-def events_group() -> None:
-    """The dataset event log (.events.log)."""
-
-
-@events_group.command("tail")
-@click.argument("dataset")
-@click.option("--n", "-n", "n", default=0, show_default=True, type=int, help="Last N lines (0 = all).")
-@click.option("--format", "fmt", default="json", show_default=True, help="json or raw.")
-@click.option("--follow", is_flag=True, help="Keep printing new events (Ctrl-C to stop).")
-@pass_usr
-def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -> None:
-    """Print events of DATASET, one per line."""
-    if fmt not in ("json", "raw"):
-        raise UsrError("format must be one of: json, raw.")
-    ref = open_dataset(usr.root, dataset)
-    if n < 0:
-        raise EventLogError("--n must be >= 0 (0 = all lines).")
-    if not (ref.dir / ".events.log").is_file():
-        raise EventLogError(f"Events log not found: {ref.dir / '.events.log'}")
-    try:
-        if n == 0:  # stream twice: check every line, then print (no partial answer, bounded memory)
-            for line in ev.iter_lines(ref.dir):
-                ev.render_line(line, fmt)
-            rendered: Iterable[str] = (ev.render_line(line, fmt) for line in ev.iter_lines(ref.dir))
-        else:
-            rendered = [ev.render_line(line, fmt) for line in ev.tail_lines(ref.dir, n)]
-    except EventLogError as exc:
-        raise EventLogError(
-            exc.message,
-            hint=f"{ref.dir / '.events.log'} has a malformed line; `usr validate {ref.dataset_id}` "
-            "names it. `--format raw` prints the lines as stored.",
-        ) from exc
-    for text in rendered:
-        click.echo(printable(text))  # json is ASCII already; raw lines are shown as stored, escaped
-    if follow:
-        for line in ev.follow_lines(ref.dir):
-            click.echo(printable(ev.render_line(line, fmt)))
-
-
 def register(group: click.Group) -> None:
     """Add this module's commands to the `usr` group."""
     for command in (
-        namespace_group,
         init_cmd,
         import_cmd,
         attach_cmd,
@@ -424,6 +319,5 @@ def register(group: click.Group) -> None:
         info_cmd,
         validate_cmd,
         ls_cmd,
-        events_group,
     ):
         group.add_command(command)

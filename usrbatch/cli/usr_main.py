@@ -19,7 +19,8 @@ SYNC = "usrbatch.cli.sync_cmds"
 # tests/cli/test_startup_imports.py checks both against each module's register()).
 COMMANDS = {
     "namespace": LazyCommand(
-        f"{DATA}:namespace_group", "Namespaces in registry.yaml (the columns overlays may write)."
+        "usrbatch.cli.namespace_cmds:namespace_group",
+        "Namespaces in registry.yaml (the columns overlays may write).",
     ),
     "init": LazyCommand(
         f"{DATA}:init_cmd", "Create DATASET (flat `name` or `namespace/name`) under the root."
@@ -34,7 +35,7 @@ COMMANDS = {
         f"{DATA}:validate_cmd", "Check DATASET: schema, metadata, ids, overlays and the event log."
     ),
     "ls": LazyCommand(f"{DATA}:ls_cmd", "List datasets under the root."),
-    "events": LazyCommand(f"{DATA}:events_group", "The dataset event log (.events.log)."),
+    "events": LazyCommand("usrbatch.cli.events_cmds:events_group", "The dataset event log (.events.log)."),
     "diff": LazyCommand(
         f"{SYNC}:diff_cmd",
         "Compare a local dataset (or one file) with its copy on REMOTE (no locks, no writes).",

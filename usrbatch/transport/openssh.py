@@ -24,15 +24,15 @@ import paramiko
 from usrbatch.errors import TransferError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.transport.openssh_channel import PipeSocket, ProcessChannel
+from usrbatch.transport.openssh_failure import ssh_failure
 from usrbatch.transport.openssh_master import (
     is_interactive,
     master_lock,
     master_state,
     persist_seconds,
-    ssh_failure,
-    ssh_target,
     start_master,
 )
+from usrbatch.transport.openssh_target import ssh_target
 from usrbatch.transport.ssh import DEFAULT_WORKERS, SshTransport
 from usrbatch.transport.ssh_connect import WINDOW_SIZE
 

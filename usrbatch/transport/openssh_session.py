@@ -12,14 +12,13 @@ from usrbatch.errors import RemoteConfigError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.transport.factory import ssh_backend
 from usrbatch.transport.openssh_master import (
-    SshTarget,
     master_lock,
     master_state,
     persist_seconds,
-    ssh_target,
     start_master,
     stop_master,
 )
+from usrbatch.transport.openssh_target import SshTarget, ssh_target
 
 
 @dataclass(frozen=True)
