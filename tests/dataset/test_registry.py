@@ -176,7 +176,10 @@ def test_missing_registry_and_missing_usr_state(tmp_path: Path) -> None:
             "namespaces:\n  mock:\n    columns:\n      - {name: x, type: string}\n",
             r"^Registry column 'x' must be namespaced \(in .*registry\.yaml\)\.$",
         ),
-        ("namespaces: [\n  oops: {\n", r"^Registry .*registry\.yaml is not valid YAML: [^\n]*\. Fix the file\.$"),
+        (
+            "namespaces: [\n  oops: {\n",
+            r"^Registry .*registry\.yaml is not valid YAML: [^\n]*\. Fix the file\.$",
+        ),
     ],
 )
 def test_registry_errors_name_the_file(tmp_path: Path, body: str, message: str) -> None:

@@ -235,7 +235,7 @@ def test_failed_bootstrap_pull_leaves_no_local_dataset_dir(sides):
 def test_push_holds_the_local_event_lock_through_remote_verification(synced):
     """A local appender that starts during the upload lands only after the push is verified,
     and its line is not pushed."""
-    from usrbatch.dataset.events import append_event
+    from usrbatch.dataset.event_append import append_event
 
     local = synced.local_root / DS
     write_part(local, "infer")
@@ -322,7 +322,7 @@ def test_interrupted_pull_download_resumes_on_the_next_run(synced):
 
 def test_remote_event_writer_waits_until_the_push_is_verified(synced):
     """The remote lease holds `.events.lock` shared: a remote appender lands after verification."""
-    from usrbatch.dataset.events import append_event
+    from usrbatch.dataset.event_append import append_event
 
     local, remote = synced.local_root / DS, synced.remote_root / DS
     add_event(local, "write_overlay_part", namespace="infer")

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from usrbatch.cli.common import UsrContext, pass_usr, say
-from usrbatch.dataset import events as ev
 from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
+from usrbatch.dataset.event_append import require_complete_log
 from usrbatch.dataset.overlay_write import attach
 from usrbatch.dataset.preview import (
     WIDE_LIMIT,
@@ -290,7 +290,7 @@ def validate_cmd(usr: UsrContext, dataset: str, strict: bool, registry_mode: str
 def _torn_log_fix(dataset_dir: Path) -> str | None:
     """The truncate fix when the event log ends with a torn line, else None."""
     try:
-        ev.require_complete_log(dataset_dir)
+        require_complete_log(dataset_dir)
     except EventLogError as exc:
         return exc.hint
     return None

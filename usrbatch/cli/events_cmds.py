@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import click
 
 from usrbatch.cli.common import UsrContext, pass_usr
-from usrbatch.dataset import events as ev
+from usrbatch.dataset.event_read import follow_lines, iter_lines, render_line, tail_lines
 from usrbatch.dataset.ref import open_dataset
 from usrbatch.errors import EventLogError, UsrError
 from usrbatch.terminal import printable
@@ -35,11 +35,11 @@ def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -
         raise EventLogError(f"Events log not found: {ref.dir / '.events.log'}")
     try:
         if n == 0:  # stream twice: check every line, then print (no partial answer, bounded memory)
-            for line in ev.iter_lines(ref.dir):
-                ev.render_line(line, fmt)
-            rendered: Iterable[str] = (ev.render_line(line, fmt) for line in ev.iter_lines(ref.dir))
+            for line in iter_lines(ref.dir):
+                render_line(line, fmt)
+            rendered: Iterable[str] = (render_line(line, fmt) for line in iter_lines(ref.dir))
         else:
-            rendered = [ev.render_line(line, fmt) for line in ev.tail_lines(ref.dir, n)]
+            rendered = [render_line(line, fmt) for line in tail_lines(ref.dir, n)]
     except EventLogError as exc:
         raise EventLogError(
             exc.message,
@@ -49,8 +49,8 @@ def events_tail(usr: UsrContext, dataset: str, n: int, fmt: str, follow: bool) -
     for text in rendered:
         click.echo(printable(text))  # json is ASCII already; raw lines are shown as stored, escaped
     if follow:
-        for line in ev.follow_lines(ref.dir):
-            click.echo(printable(ev.render_line(line, fmt)))
+        for line in follow_lines(ref.dir):
+            click.echo(printable(render_line(line, fmt)))
 
 
 def register(group: click.Group) -> None:

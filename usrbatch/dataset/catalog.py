@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
-from usrbatch.dataset.events import check_event_log, count_events
+from usrbatch.dataset.event_read import check_event_log, count_events
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_runtime, normalize_dataset_id
 from usrbatch.dataset.overlay_merge import OverlaySource, overlay_sources, overlay_unreadable, source_key
 from usrbatch.dataset.pending import pending_problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
@@ -141,3 +142,21 @@ def _check_id_component(raw: str, part: str) -> None:
 def dataset_dir(root: Path, dataset_id: str) -> Path:
     """The directory of a dataset id under a datasets root."""
     return Path(root) / normalize_dataset_id(dataset_id)
+
+
+@dataclass(frozen=True)
+class DatasetLocation:
+    """Where a dataset dir sits: its datasets root and its id (flat or namespace/name)."""
+
+    root: Path
+    dataset_id: str
+
+
+def locate(dataset_dir: Path | str) -> DatasetLocation:
+    """Infer (root, id) for a dataset dir: the nearest ancestor (≤2 up) holding registry.yaml, else the parent."""
+    directory = Path(dataset_dir).absolute()
+    for up in (1, 2):
+        candidate = directory.parents[up - 1] if len(directory.parents) >= up else None
+        if candidate is not None and (candidate / REGISTRY_FILE).is_file():
+            return DatasetLocation(candidate, directory.relative_to(candidate).as_posix())
+    return DatasetLocation(directory.parent, directory.name)

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.digest_ledger import update_digest_ledger
-from usrbatch.dataset.events import append_event
+from usrbatch.dataset.event_append import append_event
 from usrbatch.dataset.inputs import detect_format, read_table
 from usrbatch.dataset.locks import dataset_lock
 from usrbatch.dataset.overlay_merge import (

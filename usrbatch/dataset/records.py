@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
-from usrbatch.dataset.events import append_event
+from usrbatch.dataset.event_append import append_event
 from usrbatch.dataset.inputs import read_table
 from usrbatch.dataset.layout import META, REGISTRY_DIR, SNAPSHOT_NAME, SNAPSHOTS_DIR
 from usrbatch.dataset.locks import dataset_lock

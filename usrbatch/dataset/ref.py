@@ -10,13 +10,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from usrbatch.dataset.events import locate, require_complete_log
+from usrbatch.dataset.event_append import require_complete_log
 from usrbatch.dataset.layout import (
     RECORDS,
     SNAPSHOT_NAME,
     SNAPSHOTS_DIR,
     dataset_dir,
     is_runtime,
+    locate,
     normalize_dataset_id,
 )
 from usrbatch.errors import DatasetError
