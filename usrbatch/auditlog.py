@@ -8,24 +8,58 @@ sends each event, after the same schema/ts/redaction processors, to the JSON-lin
 person watching, as one readable `ts event key=value ...` line to `console` (no colours). Either
 sink may be absent; with neither, events are dropped. `configure_from_env` turns the console on
 with $USRBATCH_LOG_CONSOLE=1 (lines on stderr).
+
+Start-up cost: structlog is imported only when a sink is configured (a command run without
+--log-json, $USRBATCH_AUDIT_LOG or the console drops its events without loading it), and then
+without rich: `import structlog` always imports structlog.dev, which would load rich's traceback
+machinery for a ConsoleRenderer these sinks never use (`_import_structlog`). Context bound with
+`bind_context` lives in this module's ContextVar, so binding costs no import either.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as _dt
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, TextIO
-
-import structlog
+from types import ModuleType
+from typing import Any, Literal, TextIO
 
 from usrbatch.redaction import AUDIT_SECRET_MARKERS, redact
 
 SCHEMA_VERSION = 1
-_lock = threading.Lock()
+_lock = threading.RLock()
 _configured_path: Path | None = None
+# "unset": never configured (structlog's own defaults apply, as before any configure);
+# "drop": configured with no sink (events are dropped, structlog stays unimported); "sinks".
+_mode: Literal["unset", "drop", "sinks"] = "unset"
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("usrbatch_audit_context")
+# Optional renderers structlog.dev imports when they are installed; the sinks here use none.
+_UNUSED_RENDERERS = ("rich", "better_exceptions", "colorama")
+
+
+def _import_structlog() -> ModuleType:
+    """structlog, imported without the optional renderers (rich alone costs ~0.1 s of start-up).
+
+    A None entry in sys.modules makes `import rich` raise ImportError, which structlog.dev treats
+    as "not installed"; the entries are removed again at once, so other code can still import rich.
+    """
+    loaded = sys.modules.get("structlog")
+    if loaded is not None:
+        return loaded
+    with _lock:
+        hidden = [name for name in _UNUSED_RENDERERS if name not in sys.modules]
+        for name in hidden:
+            sys.modules[name] = None  # type: ignore[assignment]
+        try:
+            import structlog
+        finally:
+            for name in hidden:
+                if sys.modules.get(name) is None:
+                    sys.modules.pop(name, None)
+        return structlog
 
 
 def _utc_ts(_logger: Any, _name: str, event_dict: dict) -> dict:
@@ -42,6 +76,14 @@ def _schema(_logger: Any, _name: str, event_dict: dict) -> dict:
 
 def _redact(_logger: Any, _name: str, event_dict: dict) -> dict:
     return redact(event_dict, AUDIT_SECRET_MARKERS)
+
+
+def _merge_context(_logger: Any, _name: str, event_dict: dict) -> dict:
+    """The fields bound with bind_context, after the event's own (an event's key wins), as
+    structlog.contextvars.merge_contextvars does."""
+    for key, value in _context.get({}).items():
+        event_dict.setdefault(key, value)
+    return event_dict
 
 
 class _JsonLinesFile:
@@ -82,9 +124,8 @@ def render_console(event_dict: dict[str, Any]) -> str:
 class _Sinks:
     """The structlog logger: the JSON line to the file, the readable line to the console."""
 
-    _json = structlog.processors.JSONRenderer(sort_keys=False)
-
     def __init__(self, path: Path | None, console: TextIO | None) -> None:
+        self._json = _import_structlog().processors.JSONRenderer(sort_keys=False)
         self.file = _JsonLinesFile(path) if path is not None else None
         self.console = console
 
@@ -102,14 +143,57 @@ def _to_sinks(_logger: Any, _name: str, event_dict: dict) -> tuple[tuple[dict], 
     return (event_dict,), {}
 
 
-_PROCESSORS = [
-    structlog.contextvars.merge_contextvars,
-    _schema,
-    _utc_ts,
-    _redact,
-    structlog.processors.dict_tracebacks,
-    _to_sinks,
-]
+def _processors() -> list[Any]:
+    return [
+        _merge_context,
+        _schema,
+        _utc_ts,
+        _redact,
+        _import_structlog().processors.dict_tracebacks,
+        _to_sinks,
+    ]
+
+
+class _Logger:
+    """What get_logger returns: resolved at each call, like structlog's own lazy proxy, so a
+    logger taken before `configure` writes where the configuration says at the time of the call.
+    While configured without a sink, events are dropped here and structlog is never imported."""
+
+    __slots__ = ("_bound",)
+
+    def __init__(self, bound: dict[str, Any] | None = None) -> None:
+        self._bound = bound or {}
+
+    def bind(self, **values: Any) -> _Logger:
+        return _Logger({**self._bound, **values})
+
+    def _emit(self, method: str, event: str | None, fields: dict[str, Any]) -> Any:
+        if _mode == "drop":
+            return None
+        logger = _import_structlog().get_logger()
+        if self._bound:
+            logger = logger.bind(**self._bound)
+        return getattr(logger, method)(event, **fields)
+
+    def debug(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("debug", event, fields)
+
+    def info(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("info", event, fields)
+
+    def warning(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("warning", event, fields)
+
+    def error(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("error", event, fields)
+
+    def critical(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("critical", event, fields)
+
+    def exception(self, event: str | None = None, **fields: Any) -> Any:
+        return self._emit("exception", event, fields)
+
+    msg = info
 
 
 def file_logger(path: Path | str, **context: Any) -> Any:
@@ -118,23 +202,27 @@ def file_logger(path: Path | str, **context: Any) -> Any:
     resubmit) writes into a loop's own audit log without re-pointing the caller's logging."""
     target = Path(path).expanduser().absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    return structlog.wrap_logger(_Sinks(target, None), processors=_PROCESSORS).bind(**context)
+    structlog = _import_structlog()
+    return structlog.wrap_logger(_Sinks(target, None), processors=_processors()).bind(**context)
 
 
 def configure(path: Path | str | None, *, console: TextIO | None = None) -> None:
     """Send events to `path` as JSON lines and, with `console`, as readable lines to that stream
     (neither: events are dropped). Safe to call again; entry points only."""
-    global _configured_path
+    global _configured_path, _mode
     with _lock:
         target = Path(path).expanduser().absolute() if path else None
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-        structlog.configure(
-            processors=_PROCESSORS,
+        _configured_path = target
+        _mode = "sinks" if target is not None or console is not None else "drop"
+        if _mode == "drop" and "structlog" not in sys.modules:
+            return  # nothing to write: structlog stays unimported
+        _import_structlog().configure(
+            processors=_processors(),
             logger_factory=lambda *a: _Sinks(target, console),
             cache_logger_on_first_use=False,
         )
-        _configured_path = target
 
 
 def configured_path() -> Path | None:
@@ -142,16 +230,18 @@ def configured_path() -> Path | None:
 
 
 def bind_context(**values: Any) -> None:
-    """Bind fields (loop_id, step, job_id, scheduler, dataset, ...) to every later line."""
-    structlog.contextvars.bind_contextvars(**values)
+    """Bind fields (loop_id, step, job_id, scheduler, dataset, ...) to every later line (of this
+    thread or task: a context variable, as structlog.contextvars)."""
+    _context.set({**_context.get({}), **values})
 
 
 def clear_context() -> None:
-    structlog.contextvars.clear_contextvars()
+    _context.set({})
 
 
 def get_logger() -> Any:
-    return structlog.get_logger()
+    """A logger for `log.info("event.name", key=value, ...)` (see _Logger)."""
+    return _Logger()
 
 
 def configure_from_env(explicit: Path | str | None = None) -> None:

@@ -108,6 +108,61 @@ def test_data_command_that_reads_parquet_does_import_pyarrow(tmp_path: Path) -> 
     assert "pyarrow" in heavy
 
 
+def local_remote(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A dataset on a `local` remote, an empty local root and the remotes.yaml naming the remote."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
+    from builders import make_dataset  # type: ignore[import-not-found]
+
+    remote = tmp_path / "remote"
+    make_dataset(remote, "densegen/demo")
+    (tmp_path / "local").mkdir()
+    cfg = tmp_path / "remotes.yaml"
+    cfg.write_text(f"remotes:\n  hpc:\n    type: local\n    base_dir: {remote}\n")
+    return tmp_path / "local", remote, cfg
+
+
+@pytest.mark.parametrize("command", ["pull", "push", "diff"])
+def test_sync_command_help_loads_no_parquet_ssh_or_log_library(command: str) -> None:
+    code, heavy, out = probe("usr_main", command, "--help")
+    assert code == 0
+    assert "--verify" in out
+    assert set(heavy) <= {"yaml"}  # the command module reads remotes.yaml; nothing else heavy
+
+
+def test_pull_with_nothing_to_do_loads_no_parquet_ssh_or_log_library(tmp_path: Path) -> None:
+    """A bootstrap pull (every file transferred, payload checked) and then a no-op pull, without an
+    audit log: neither reads parquet with pyarrow, uses paramiko, or loads structlog or rich."""
+    local, remote, cfg = local_remote(tmp_path)
+    argv = ["--root", str(local), "--remotes-config", str(cfg), "pull", "densegen/demo", "hpc", "-y"]
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "USRBATCH_AUDIT_LOG": "", "USRBATCH_LOG_CONSOLE": ""}
+    code, heavy, out = probe("usr_main", *argv, env=env)
+    assert code == 0, out
+    assert "Pull complete." in out
+    assert (local / "densegen/demo/records.parquet").read_bytes() == (
+        remote / "densegen/demo/records.parquet"
+    ).read_bytes()
+    assert heavy == ["yaml"]
+    code, heavy, out = probe("usr_main", *argv, env=env)
+    assert code == 0, out
+    assert "Already up to date." in out
+    assert heavy == ["yaml"]
+
+
+def test_audit_log_loads_structlog_without_rich_and_still_writes_every_line(tmp_path: Path) -> None:
+    local, _remote, cfg = local_remote(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    argv = ["--root", str(local), "--remotes-config", str(cfg), "pull", "densegen/demo", "hpc", "-y"]
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "USRBATCH_AUDIT_LOG": str(log), "USRBATCH_LOOP_ID": "L7"}
+    code, heavy, out = probe("usr_main", *argv, env=env)
+    assert code == 0, out
+    assert "structlog" in heavy
+    assert "rich" not in heavy
+    assert "pyarrow" not in heavy
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert "sync.verified" in {e["event"] for e in events}
+    assert all(e["dataset"] == "densegen/demo" and e["loop_id"] == "L7" for e in events)
+
+
 def registered(module: object) -> dict[str, click.Command]:
     group = click.Group()
     module.register(group)  # type: ignore[attr-defined]

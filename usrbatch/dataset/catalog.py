@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.event_read import check_event_log, count_events
-from usrbatch.dataset.layout import EVENTS, RECORDS, is_runtime, normalize_dataset_id
+from usrbatch.dataset.layout import EVENTS, is_runtime
+from usrbatch.dataset.layout import list_datasets as list_datasets  # its home is layout (no pyarrow)
 from usrbatch.dataset.overlay_merge import OverlaySource, overlay_sources, overlay_unreadable, source_key
 from usrbatch.dataset.pending import pending_problems
 from usrbatch.dataset.ref import DatasetRef
@@ -38,33 +39,7 @@ from usrbatch.dataset.scan import (
     null_as_true,
 )
 from usrbatch.dataset.tombstones import TOMBSTONE_NAMESPACE, TOMBSTONE_TYPES
-from usrbatch.errors import DatasetError, UsrError
-
-
-def list_datasets(root: Path | str) -> list[str]:
-    """Ids of datasets under `root`: dirs holding records.parquet, flat or `namespace/name`."""
-    base = Path(root)
-    if not base.is_dir():
-        raise DatasetError(f"Datasets root not found: {base}. Pass --root or set USR_ROOT.")
-    found: list[str] = []
-    for first in sorted(base.iterdir()):
-        if not first.is_dir() or first.name.startswith((".", "_")) or first.name == "archived":
-            continue
-        if (first / RECORDS).is_file():
-            found.append(first.name)
-            continue
-        for second in sorted(first.iterdir()):
-            if second.is_dir() and not second.name.startswith((".", "_")) and (second / RECORDS).is_file():
-                found.append(f"{first.name}/{second.name}")
-    return [i for i in found if _valid_id(i)]
-
-
-def _valid_id(dataset_id: str) -> bool:
-    try:
-        normalize_dataset_id(dataset_id)
-    except DatasetError:
-        return False
-    return True
+from usrbatch.errors import UsrError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The USR on-disk layout: dataset ids, dataset paths, and the sync category of every file."""
+"""The USR on-disk layout: dataset ids, dataset paths, the datasets under a root, and the sync
+category of every file (standard library only: sync and `usr ls` need no pyarrow for these)."""
 
 from __future__ import annotations
 
@@ -160,3 +161,29 @@ def locate(dataset_dir: Path | str) -> DatasetLocation:
         if candidate is not None and (candidate / REGISTRY_FILE).is_file():
             return DatasetLocation(candidate, directory.relative_to(candidate).as_posix())
     return DatasetLocation(directory.parent, directory.name)
+
+
+def list_datasets(root: Path | str) -> list[str]:
+    """Ids of datasets under `root`: dirs holding records.parquet, flat or `namespace/name`."""
+    base = Path(root)
+    if not base.is_dir():
+        raise DatasetError(f"Datasets root not found: {base}. Pass --root or set USR_ROOT.")
+    found: list[str] = []
+    for first in sorted(base.iterdir()):
+        if not first.is_dir() or first.name.startswith((".", "_")) or first.name == "archived":
+            continue
+        if (first / RECORDS).is_file():
+            found.append(first.name)
+            continue
+        for second in sorted(first.iterdir()):
+            if second.is_dir() and not second.name.startswith((".", "_")) and (second / RECORDS).is_file():
+                found.append(f"{first.name}/{second.name}")
+    return [i for i in found if _valid_id(i)]
+
+
+def _valid_id(dataset_id: str) -> bool:
+    try:
+        normalize_dataset_id(dataset_id)
+    except DatasetError:
+        return False
+    return True

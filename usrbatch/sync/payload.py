@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usrbatch.auditlog import get_logger
-from usrbatch.dataset import schema as S
 from usrbatch.dataset.layout import RECORDS, SNAPSHOT_NAME, SNAPSHOTS_DIR
-from usrbatch.dataset.records import snapshot_records
 from usrbatch.errors import VerificationError
 from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, Inventory
@@ -181,6 +179,8 @@ def _is_snapshot(rel: str) -> bool:
 def snapshot_name(taken: Iterable[str]) -> str:
     """A new snapshot file name, as the public tool (and records.snapshot_records) names them:
     `records-<%Y%m%dT%H%M%S%f UTC>.parquet`, not among `taken` (names in `_snapshots/`)."""
+    from usrbatch.dataset import schema as S  # pyarrow: loaded only when a primary is replaced
+
     taken = set(taken)
     while True:
         name = f"records-{S.utc_now().strftime('%Y%m%dT%H%M%S%f')}.parquet"
@@ -195,6 +195,8 @@ def keep_replaced_local(
     staged one replaces (see replaces_unsaved_primary). Returns the snapshot's path in the dataset or None."""
     if not replaces_unsaved_primary(local, sent, deleted):
         return None
+    from usrbatch.dataset.records import snapshot_records  # pyarrow: only when a primary is replaced
+
     made = snapshot_records(local_dir, keep=None)
     rel = f"{SNAPSHOTS_DIR}/{made.name}"
     get_logger().info("sync.snapshot", dataset=ds, side="local", path=rel, reason="replaced by pull")

@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from usrbatch.dataset.catalog import list_datasets
-from usrbatch.dataset.layout import RECORDS, REGISTRY_FILE, normalize_dataset_id
+from usrbatch.dataset.layout import RECORDS, REGISTRY_FILE, list_datasets, normalize_dataset_id
 from usrbatch.errors import DatasetError
 
 STRICT_ENV = "USR_SYNC_STRICT_BOOTSTRAP_ID"
