@@ -152,7 +152,11 @@ def test_audit_log_loads_structlog_without_rich_and_still_writes_every_line(tmp_
     local, _remote, cfg = local_remote(tmp_path)
     log = tmp_path / "audit.jsonl"
     argv = ["--root", str(local), "--remotes-config", str(cfg), "pull", "densegen/demo", "hpc", "-y"]
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "USRBATCH_AUDIT_LOG": str(log), "USRBATCH_LOOP_ID": "L7"}
+    env = {
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "USRBATCH_AUDIT_LOG": str(log),
+        "USRBATCH_LOOP_ID": "L7",
+    }
     code, heavy, out = probe("usr_main", *argv, env=env)
     assert code == 0, out
     assert "structlog" in heavy
