@@ -491,7 +491,7 @@ class Bench:
                 fh.write(block)
         py = sys.executable
         ours_code = (
-            "import sys; from usrbatch.transport.agent import sha256_file; print(sha256_file(sys.argv[1]))"
+            "import sys; from usrbatch.agent.remote import sha256_file; print(sha256_file(sys.argv[1]))"
         )
         peer_code = (
             "import hashlib, sys\nh = hashlib.sha256()\nwith open(sys.argv[1], 'rb') as f:\n"

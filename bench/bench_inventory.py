@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import drop_env_cache, make_dataset_tree, report, timed  # noqa: E402
 
-from usrbatch.transport import agent  # noqa: E402
+from usrbatch.agent import remote as agent  # noqa: E402
 
 
 def main() -> int:

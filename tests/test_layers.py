@@ -16,8 +16,9 @@ ALLOWED: dict[str, set[str]] = {
     "auditlog": {"redaction"},
     "dataset": LEAVES,
     "remotes": LEAVES,
-    "transport": LEAVES | {"dataset", "remotes", "auditlog"},
-    "sync": LEAVES | {"transport", "dataset", "remotes", "auditlog"},
+    "agent": LEAVES,
+    "transport": LEAVES | {"agent", "dataset", "remotes", "auditlog"},
+    "sync": LEAVES | {"agent", "transport", "dataset", "remotes", "auditlog"},
     "steps": LEAVES | {"dataset", "auditlog"},
     # jobs reads remotes.yaml (a leaf-only module) so `submit sync` refuses an unknown remote
     # before anything is queued; it never opens a transport or runs the sync engine itself.
@@ -56,8 +57,8 @@ def test_every_module_imports_only_what_its_layer_may() -> None:
 
 
 def test_the_agent_is_self_contained() -> None:
-    """transport/agent.py is sent to remote hosts: it imports nothing from usrbatch."""
-    assert _imports(PACKAGE / "transport" / "agent.py") == set()
+    """agent/remote.py is sent to remote hosts: it imports nothing from usrbatch."""
+    assert _imports(PACKAGE / "agent" / "remote.py") == set()
 
 
 def test_the_rules_see_real_imports() -> None:

@@ -2,7 +2,7 @@
 
 Every module that writes a file other code reads back, hashes a file, or creates and later removes
 directories uses these, so durability and naming rules live once. The one exception is
-usrbatch/transport/agent.py: it is sent to remote hosts and must stay standard-library and
+usrbatch/agent/remote.py: it is sent to remote hosts and must stay standard-library and
 Python-3.6-runnable, so it keeps its own copies (said at its top).
 
 Only the standard library here (pyarrow is imported inside `atomic_write_parquet`): the dataset,

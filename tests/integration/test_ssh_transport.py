@@ -12,9 +12,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from usrbatch.agent import remote as agent
 from usrbatch.errors import RemoteUnavailableError, TransferError, VerificationError
 from usrbatch.remotes import RemoteConfig
-from usrbatch.transport import agent
 from usrbatch.transport.base import Inventory, Transfer, Transport
 from usrbatch.transport.factory import open_transport
 from usrbatch.transport.ssh import SFTP_MAX_REQUEST, SshTransport, sftp_request_sizes

@@ -269,7 +269,7 @@ def test_corrupt_local_parquet_in_parquet_mode(sides):
 
 
 def test_lock_timeout_on_busy_remote(sides):
-    from usrbatch.transport import agent
+    from usrbatch.agent import remote as agent
 
     make_dataset(sides.remote_root, DS)
     with agent.hold_lock(str(sides.remote_root / DS), 5), pytest.raises(TransferError, match="timeout"):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from usrbatch.transport import agent, ssh_shell
+from usrbatch.agent import remote as agent
+from usrbatch.transport import ssh_shell
 from usrbatch.transport.base import Inventory
 
 

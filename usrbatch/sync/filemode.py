@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from usrbatch.agent import remote as agent
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import DatasetError, RemoteConfigError, TransferError, VerificationError
 from usrbatch.files import fsync_dir, fsync_file, make_parents, prune_empty
@@ -42,7 +43,6 @@ from usrbatch.sync.plan import DiffSummary, PrimaryStat, SnapshotInfo
 from usrbatch.sync.result import Meter, PlanHook, ProgressFactory, SyncResult, finish, primary_of_file
 from usrbatch.sync.temps import cleanup_remote, download_partial, drop_stale_partials, upload_temp
 from usrbatch.sync.verify import local_parquet_shape, resolve_verify_mode, verify_primary
-from usrbatch.transport import agent
 from usrbatch.transport.base import FileStat, Transfer, Transport
 
 LOCAL_ROOT_ENV = "DNADESIGN_REPO_ROOT"

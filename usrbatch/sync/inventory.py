@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from usrbatch.agent import remote as agent
 from usrbatch.dataset.layout import (
     EVENTS,
     META,
@@ -20,7 +21,6 @@ from usrbatch.dataset.layout import (
     is_reserved,
 )
 from usrbatch.errors import TransferError
-from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, Inventory, Transport, validate_relpath
 
 

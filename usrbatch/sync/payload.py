@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from usrbatch.agent import remote as agent
 from usrbatch.auditlog import get_logger
 from usrbatch.dataset.layout import RECORDS, SNAPSHOT_NAME, SNAPSHOTS_DIR
 from usrbatch.errors import VerificationError
-from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, Inventory
 
 PULL_CONTEXT = "post-pull-payload"

@@ -25,11 +25,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from usrbatch.agent import remote as agent
 from usrbatch.dataset.layout import EVENTS, RECORDS, is_reserved, is_runtime
 from usrbatch.dataset.pending import journal_for, promotions_at, same_dir, staging_prefix
 from usrbatch.errors import TransferError, VerificationError
 from usrbatch.files import atomic_write_bytes, fsync_dir, prune_empty, sha256_file
-from usrbatch.transport import agent
 from usrbatch.transport.base import FileEntry, validate_relpath
 
 JOURNAL_VERSION = 2

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from usrbatch.agent import remote as agent
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import TransferError, VerificationError
-from usrbatch.transport import agent
 from usrbatch.transport.base import (
     EventLockMode,
     FileStat,

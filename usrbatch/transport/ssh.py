@@ -3,7 +3,7 @@
 Why over ~400 lines: one Transport implementation whose exec, SFTP transfer, resume and retry
 methods share one connection's state (connect, lease and shell helpers are already in ssh_*.py).
 
-- exec channels run the stdlib agent (transport/agent.py) in ONE round trip per inventory,
+- exec channels run the stdlib agent (usrbatch/agent/remote.py) in ONE round trip per inventory,
   apply (with the uploads' remote sha256 check and the post-apply inventory folded in), hash
   batch or mkdir batch; `stats.execs` counts them; after the first answer every exec runs the
   interpreter path the agent reported (no PATH/pyenv shim);

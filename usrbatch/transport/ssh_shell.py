@@ -31,7 +31,7 @@ BOOTSTRAP = (
 @lru_cache(maxsize=1)
 def agent_source() -> bytes:
     """The agent's source as shipped in this package (sent to the remote on every exec)."""
-    return resources.files("usrbatch.transport").joinpath("agent.py").read_bytes()
+    return resources.files("usrbatch.agent").joinpath("remote.py").read_bytes()
 
 
 def sh_command(script: str, *args: str) -> str:

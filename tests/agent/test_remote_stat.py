@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from usrbatch.agent import remote as agent
 from usrbatch.errors import TransferError
-from usrbatch.transport import agent
 from usrbatch.transport.base import FileStat
 from usrbatch.transport.local import LocalTransport
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from usrbatch.transport import agent
+from usrbatch.agent import remote as agent
 
 
 def test_apply_sets_the_source_mtime_before_verify_and_rename(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usrbatch.transport import agent, ssh_shell
+from usrbatch.agent import remote as agent
+from usrbatch.transport import ssh_shell
 
 
 def _run(python: str, req: dict) -> dict:

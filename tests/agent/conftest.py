@@ -1,4 +1,4 @@
-"""The oldest Python the agent claims (3.6, see usrbatch/transport/agent.py), for the tests that run
+"""The oldest Python the agent claims (3.6, see usrbatch/agent/remote.py), for the tests that run
 the agent's real ops under it. The machine image ships it through pyenv; in CI its absence is a
 failure (a silent fallback would stop proving the claim), elsewhere a skip that says why."""
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from usrbatch.agent import remote as agent
 from usrbatch.dataset.records import import_records, init_dataset
-from usrbatch.transport import agent
 
 
 def _expected(path: Path) -> list[int]:
@@ -309,7 +309,7 @@ def test_footer_reader_runs_without_pyarrow_importable(tmp_path: Path) -> None:
     (blocker / "pyarrow.py").write_text("raise ImportError('no pyarrow here')\n")
     code = (
         "import sys, json; sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2]);"
-        "import agent; print(json.dumps(agent.inventory(sys.argv[3], True, True, sys.argv[4])['primary_shape']))"
+        "import remote; print(json.dumps(remote.inventory(sys.argv[3], True, True, sys.argv[4])['primary_shape']))"
     )
     ds = tmp_path / "ds"
     ds.mkdir()

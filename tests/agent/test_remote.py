@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from usrbatch.transport import agent
+from usrbatch.agent import remote as agent
 
 AGENT_PY = Path(agent.__file__)
 
