@@ -89,7 +89,8 @@ def test_redact_walks_mappings_lists_and_values() -> None:
 
 
 def test_init_notes_reach_meta_md_and_event_log_redacted(tmp_path) -> None:
-    from usrbatch.dataset.records import append_meta_note, init_dataset
+    from usrbatch.dataset.meta import append_meta_note
+    from usrbatch.dataset.records import init_dataset
 
     result = init_dataset(tmp_path, "densegen/demo", source="lab", notes=f"seeded with {GHP}")
     ds = result.dataset.dir

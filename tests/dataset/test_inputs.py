@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.inputs import first_invalid_utf8, read_table
-from usrbatch.dataset.records import import_records, prepare_records
+from usrbatch.dataset.record_rows import prepare_records
+from usrbatch.dataset.records import import_records
 from usrbatch.dataset.ref import DatasetRef
 from usrbatch.errors import SchemaError, UsrError
 

@@ -11,7 +11,7 @@ import pytest
 
 from usrbatch.dataset import schema as S
 from usrbatch.dataset.layout import SNAPSHOT_NAME
-from usrbatch.dataset.records import SNAPSHOT_KEEP_N, import_records, init_dataset, snapshot_records
+from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import DatasetRef, open_dataset
 from usrbatch.dataset.registry import load_registry
 from usrbatch.errors import DatasetError, SchemaError
@@ -162,21 +162,6 @@ def test_import_rejects_a_wrong_given_id_and_unknown_alphabet(dataset: DatasetRe
 def test_import_into_missing_dataset(root: Path) -> None:
     with pytest.raises(DatasetError, match="Dataset not initialized"):
         import_records(open_dataset(root, "nope"), [{"sequence": "ACGT"}])
-
-
-def test_snapshots_keep_the_newest_five(dataset: DatasetRef) -> None:
-    made = [snapshot_records(dataset.dir) for _ in range(8)]
-    names = sorted(p.name for p in (dataset.dir / "_snapshots").iterdir())
-    assert len(names) == SNAPSHOT_KEEP_N
-    assert names == sorted(p.name for p in made[-SNAPSHOT_KEEP_N:])
-    assert all(SNAPSHOT_NAME.match(n) for n in names)
-
-
-def test_every_rewrite_snapshots_the_previous_file(dataset: DatasetRef) -> None:
-    before = dataset.records.read_bytes()
-    import_records(dataset, [{"sequence": "TTTTAAAA"}])
-    newest = sorted((dataset.dir / "_snapshots").iterdir())[-1]
-    assert newest.read_bytes() == before
 
 
 def test_import_100k_rows_writes_every_row(root: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from usrbatch.dataset.digest_ledger import update_digest_ledger
 from usrbatch.dataset.event_append import append_event
 from usrbatch.dataset.inputs import detect_format, read_table
 from usrbatch.dataset.locks import dataset_lock
+from usrbatch.dataset.meta import append_meta_note
 from usrbatch.dataset.overlay_merge import (
     compact_path,
     parts_dir,
@@ -35,7 +36,8 @@ from usrbatch.dataset.overlay_merge import (
     read_overlay_table,
 )
 from usrbatch.dataset.pending import refuse_if_pending
-from usrbatch.dataset.records import append_meta_note, freeze_registry
+from usrbatch.dataset.record_rewrite import freeze_registry
+from usrbatch.dataset.record_rows import first_repeat, row_indices, rows_text
 from usrbatch.dataset.ref import DatasetRef, as_dataset
 from usrbatch.dataset.registry import (
     NamespaceSpec,
@@ -49,7 +51,6 @@ from usrbatch.errors import SchemaError
 from usrbatch.files import atomic_write_parquet, fsync_dir
 
 JOIN_KEYS = ("id", "sequence", "sequence_norm", "sequence_ci")
-_SAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,6 @@ class _Incoming:
     keys: pa.ChunkedArray | pa.Array
     columns: dict[str, pa.ChunkedArray | pa.Array] = field(default_factory=dict)
     parsed: dict[str, list[Any]] = field(default_factory=dict)
-
-
-def _rows_text(indices: Iterable[int]) -> str:
-    items = list(indices)
-    shown = ",".join(str(i + 1) for i in items[:_SAMPLE])
-    return shown + (f",… ({len(items)} in total)" if len(items) > _SAMPLE else "")
-
-
-def _indices(mask: pa.Array | pa.ChunkedArray) -> list[int]:
-    return pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,15 +159,13 @@ def _incoming(
         keys = pc.utf8_upper(keys)
     blank = pc.or_kleene(pc.is_null(keys), pc.equal(keys, ""))
     if pc.any(blank).as_py():
-        rows = _indices(blank)
-        raise SchemaError(f"{len(rows)} row(s) have missing key values (rows: {_rows_text(rows)}).")
-    counts = pa.table({"k": keys}).group_by("k").aggregate([("k", "count")])
-    repeated = counts.filter(pc.greater(counts["k_count"], 1))
-    if repeated.num_rows:
-        sample = repeated["k"][0].as_py()
-        rows = _indices(pc.equal(keys, sample))
+        rows = row_indices(blank)
+        raise SchemaError(f"{len(rows)} row(s) have missing key values (rows: {rows_text(rows, sep=',')}).")
+    repeat = first_repeat(keys)
+    if repeat is not None:
+        n_repeated, sample, rows = repeat
         raise SchemaError(
-            duplicate_message.format(n=repeated.num_rows, key=sample, rows=_rows_text(rows), origin=origin)
+            duplicate_message.format(n=n_repeated, key=sample, rows=rows_text(rows, sep=","), origin=origin)
         )
     out.keys = keys
     return out
@@ -385,11 +374,11 @@ def _write_overlay(
         rows_matched = int(pc.sum(matched).as_py() or 0)
         rows_missing = rows_incoming - rows_matched
         if rows_missing and not allow_missing:
-            missing_rows = _indices(pc.invert(matched))
+            missing_rows = row_indices(pc.invert(matched))
             sample = ", ".join(str(incoming.keys[i].as_py()) for i in missing_rows[:3])
             raise SchemaError(
                 f"{rows_missing} row(s) reference keys not present in the dataset (sample: {sample}).",
-                hint=f"Rows of {origin}: {_rows_text(missing_rows)}. Import those sequences first, or pass --allow-missing to skip them.",
+                hint=f"Rows of {origin}: {rows_text(missing_rows, sep=',')}. Import those sequences first, or pass --allow-missing to skip them.",
             )
         compact = compact_path(ref, namespace)
         as_part = mode == "part" or parts_dir(ref, namespace).is_dir()

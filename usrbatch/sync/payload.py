@@ -177,7 +177,7 @@ def _is_snapshot(rel: str) -> bool:
 
 
 def snapshot_name(taken: Iterable[str]) -> str:
-    """A new snapshot file name, as the public tool (and records.snapshot_records) names them:
+    """A new snapshot file name, as the public tool (and record_rewrite.snapshot_records) names them:
     `records-<%Y%m%dT%H%M%S%f UTC>.parquet`, not among `taken` (names in `_snapshots/`)."""
     from usrbatch.dataset import schema as S  # pyarrow: loaded only when a primary is replaced
 
@@ -195,7 +195,7 @@ def keep_replaced_local(
     staged one replaces (see replaces_unsaved_primary). Returns the snapshot's path in the dataset or None."""
     if not replaces_unsaved_primary(local, sent, deleted):
         return None
-    from usrbatch.dataset.records import snapshot_records  # pyarrow: only when a primary is replaced
+    from usrbatch.dataset.record_rewrite import snapshot_records  # pyarrow: only when a primary is replaced
 
     made = snapshot_records(local_dir, keep=None)
     rel = f"{SNAPSHOTS_DIR}/{made.name}"
