@@ -24,13 +24,13 @@ from usrbatch.dataset.layout import list_datasets as list_datasets  # its home i
 from usrbatch.dataset.overlay_merge import OverlaySource, overlay_sources, overlay_unreadable, source_key
 from usrbatch.dataset.pending import pending_problems
 from usrbatch.dataset.ref import DatasetRef
-from usrbatch.dataset.registry import render_type
 from usrbatch.dataset.registry_modes import (
     DEFAULT_REGISTRY_MODE,
     check_materialized_columns,
     check_overlay_registry,
     normalize_registry_mode,
 )
+from usrbatch.dataset.registry_types import render_type
 from usrbatch.dataset.scan import (
     DuplicateCounter,
     count_duplicates,

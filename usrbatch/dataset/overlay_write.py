@@ -44,9 +44,8 @@ from usrbatch.dataset.registry import (
     Registry,
     check_namespace_name,
     load_registry,
-    parse_type,
-    render_type,
 )
+from usrbatch.dataset.registry_types import parse_type, render_type
 from usrbatch.errors import SchemaError
 from usrbatch.files import atomic_write_parquet, fsync_dir
 

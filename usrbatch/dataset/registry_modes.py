@@ -34,8 +34,8 @@ from usrbatch.dataset.registry import (
     load_registry,
     load_registry_file,
     namespace_contract_hash,
-    render_type,
 )
+from usrbatch.dataset.registry_types import render_type
 from usrbatch.errors import SchemaError, UsrError
 
 REGISTRY_MODES = (
