@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from receivers import HttpReceiver, SmtpReceiver, secret_file, start_smtp_receiver
 
+from usrbatch.monitor.alerts import Alert, group
 from usrbatch.monitor.config import load_config
-from usrbatch.monitor.events import Alert, group
 from usrbatch.monitor.targets import DeliveryError, send
 from usrbatch.monitor.watcher import send_test
 

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 import yaml
 
 from usrbatch.errors import UsrError
-from usrbatch.monitor.events import EVENTS, WATCH_HEARTBEAT, Thresholds
+from usrbatch.monitor.alerts import EVENTS, WATCH_HEARTBEAT
+from usrbatch.monitor.status_alerts import Thresholds
 from usrbatch.redaction import redact_text
 
 TARGET_TYPES = ("webhook", "slack", "discord", "email")

@@ -11,7 +11,7 @@ from pathlib import Path
 from usrbatch.dataset.atomic import atomic_target
 from usrbatch.jobs.loop import LoopState
 from usrbatch.jobs.status import iter_audit
-from usrbatch.monitor.events import parse_ts
+from usrbatch.monitor.alerts import parse_ts
 from usrbatch.monitor.ledger import load_ledger
 from usrbatch.monitor.loop_views import LoopView, loop_views
 

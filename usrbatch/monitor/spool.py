@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from usrbatch.dataset.atomic import atomic_write_bytes
-from usrbatch.monitor.events import Message
+from usrbatch.monitor.alerts import Message
 
 RETRY_BASE_S = 5.0
 

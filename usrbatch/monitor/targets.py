@@ -15,8 +15,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from usrbatch import __version__
+from usrbatch.monitor.alerts import Message
 from usrbatch.monitor.config import Target
-from usrbatch.monitor.events import Message
 from usrbatch.redaction import REDACTED, redact_text
 
 SLACK_TEXT_MAX = 3000  # a section block's text limit

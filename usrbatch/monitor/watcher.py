@@ -20,24 +20,22 @@ from usrbatch.errors import JobError
 from usrbatch.jobs.loop import LoopState, load_state
 from usrbatch.jobs.status import iter_audit
 from usrbatch.monitor import spool
-from usrbatch.monitor.config import Target, WatchConfig
-from usrbatch.monitor.cursor import read_lines, start_offset
-from usrbatch.monitor.events import (
+from usrbatch.monitor.alerts import (
     PROBLEMS,
     WATCH_TEST,
     Alert,
     Message,
-    StatusFacts,
-    alerts_from_audit,
-    alerts_from_status,
     combine,
-    dataset_events_alert,
     group,
     heartbeat_alert,
     utc_iso,
 )
+from usrbatch.monitor.audit_alerts import alerts_from_audit, dataset_events_alert
+from usrbatch.monitor.config import Target, WatchConfig
+from usrbatch.monitor.cursor import read_lines, start_offset
 from usrbatch.monitor.ledger import Ledger, load_ledger, save_ledger
 from usrbatch.monitor.loop_views import loop_views
+from usrbatch.monitor.status_alerts import StatusFacts, alerts_from_status
 from usrbatch.monitor.targets import DeliveryError, send
 
 

@@ -1,19 +1,12 @@
 """Alert derivation from a joined status (fast, no scheduler): pending too long, stalled, Eqw
-before an outcome, killed suspects, dependents not blamed, and one summary for many failures."""
+before an outcome, killed suspects, dependents not blamed, and the audit line's view combined."""
 
 from __future__ import annotations
 
 from usrbatch.jobs.status import JobView, LoopStatus
-from usrbatch.monitor.config import Target
-from usrbatch.monitor.events import (
-    Alert,
-    StatusFacts,
-    Thresholds,
-    alerts_from_audit,
-    alerts_from_status,
-    combine,
-)
-from usrbatch.monitor.watcher import messages_for
+from usrbatch.monitor.alerts import combine
+from usrbatch.monitor.audit_alerts import alerts_from_audit
+from usrbatch.monitor.status_alerts import StatusFacts, Thresholds, alerts_from_status
 
 NOW = 1_800_000_000.0
 
@@ -103,38 +96,6 @@ def test_eqw_before_an_outcome_and_killed_suspects() -> None:
     assert alerts == [] and [s.id for s in suspects] == ["demo/2/killed"]
     _, none = alerts_from_status(_status(gone), _facts(after, cancelled=frozenset({"2"})), NOW, Thresholds())
     assert none == []  # `usrbatch cancel` did it
-
-
-def test_thirty_failures_make_one_summary_per_target() -> None:
-    failures = [
-        alerts_from_audit(
-            {
-                "event": "job.finished",
-                "outcome": "failed",
-                "exit_code": 1,
-                "loop_id": "big",
-                "job_key": f"i{i:03d}-01-x",
-                "job_id": str(100 + i),
-                "step": "x",
-                "ts": "t",
-            },
-            {},
-        )[0]
-        for i in range(30)
-    ]
-    done = Alert("big/completed/1", "loop.completed", "big", "t", "x", "ts")
-    other = alerts_from_audit({"event": "job.refused", "loop_id": "small", "job_key": "k", "job_id": "9"}, {})
-    target = Target(name="hook", type="webhook", events=(), loops=())
-    messages = messages_for(target, [*failures, done, *other])
-    assert sorted((m.loop_id, m.event, len(m.alerts)) for m in messages) == [
-        ("big", "job.failed", 30),
-        ("big", "loop.completed", 1),
-        ("small", "job.refused", 1),
-    ]
-    summary = next(m for m in messages if len(m.alerts) == 30)
-    assert summary.title == "big: 30 alerts (30 job.failed)" and summary.text.endswith("... and 10 more")
-    only_small = Target(name="t", type="webhook", events=("job.refused",), loops=("sm*",))
-    assert [m.loop_id for m in messages_for(only_small, [*failures, *other])] == ["small"]
 
 
 def test_audit_and_scheduler_views_of_one_failure_combine() -> None:
