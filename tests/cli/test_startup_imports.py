@@ -167,6 +167,55 @@ def test_audit_log_loads_structlog_without_rich_and_still_writes_every_line(tmp_
     assert all(e["dataset"] == "densegen/demo" and e["loop_id"] == "L7" for e in events)
 
 
+@pytest.mark.sshd
+def test_openssh_remote_loads_paramiko_only_to_transfer_files(
+    sshd_server, control_dir: Path, tmp_path: Path
+) -> None:
+    """With the openssh transport paramiko is only the SFTP client: `remotes status`, `diff` and a
+    no-op `pull` never import it; the pull that copies files does. None of them loads pyarrow."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
+    from builders import make_dataset  # type: ignore[import-not-found]
+
+    remote = tmp_path / "remote"
+    make_dataset(remote, "densegen/demo")
+    local = tmp_path / "local"
+    local.mkdir()
+    cfg = tmp_path / "remotes.yaml"
+    cfg.write_text(
+        f"remotes:\n  hpc:\n    type: ssh\n    host: {sshd_server.alias}\n    user: {sshd_server.user}\n"
+        f"    base_dir: '{remote}'\n    transport: openssh\n"
+    )
+    env = {
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "USRBATCH_SSH_CONFIG": str(sshd_server.ssh_config),
+        "USRBATCH_CONTROL_DIR": str(control_dir),
+        "USRBATCH_AUDIT_LOG": "",
+    }
+    top = ["--root", str(local), "--remotes-config", str(cfg)]
+
+    def run(*argv: str) -> tuple[list[str], str]:
+        code, heavy, out = probe("usr_main", *top, *argv, env=env)
+        assert code == 0, out
+        assert "pyarrow" not in heavy
+        return heavy, out
+
+    heavy, out = run("diff", "densegen/demo", "hpc")
+    assert "CHANGES" in out
+    assert "paramiko" not in heavy
+    heavy, out = run("remotes", "status", "hpc")
+    assert "Control socket: live" in out  # diff left a live master
+    assert "paramiko" not in heavy
+    heavy, out = run("pull", "densegen/demo", "hpc", "-y")
+    assert "Pull complete." in out
+    assert (local / "densegen/demo/records.parquet").read_bytes() == (
+        remote / "densegen/demo/records.parquet"
+    ).read_bytes()
+    assert "paramiko" in heavy  # the SFTP client carried the files
+    heavy, out = run("pull", "densegen/demo", "hpc", "-y")
+    assert "Already up to date." in out
+    assert "paramiko" not in heavy
+
+
 def registered(module: object) -> dict[str, click.Command]:
     group = click.Group()
     module.register(group)  # type: ignore[attr-defined]

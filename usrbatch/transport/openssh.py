@@ -18,8 +18,7 @@ import contextlib
 import subprocess
 import weakref
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from usrbatch.errors import TransferError
 from usrbatch.remotes import RemoteConfig
@@ -33,8 +32,11 @@ from usrbatch.transport.openssh_master import (
     start_master,
 )
 from usrbatch.transport.openssh_target import ssh_target
+from usrbatch.transport.paramiko_lazy import WINDOW_SIZE
 from usrbatch.transport.ssh import DEFAULT_WORKERS, SshTransport
-from usrbatch.transport.ssh_connect import WINDOW_SIZE
+
+if TYPE_CHECKING:
+    import paramiko
 
 SSH_ERROR = 255  # ssh's own failure (connection, authentication); remote commands never use it here
 
@@ -195,6 +197,11 @@ class OpenSshTransport(SshTransport):
 
     def _open_sftp_client(self) -> paramiko.SFTPClient:
         """paramiko's SFTP client over the pipes of `ssh -s HOST sftp` on the master."""
+        import paramiko  # loaded with the first file to transfer, not at start-up (paramiko_lazy.py)
+
+        from usrbatch.transport.ssh_connect import quiet_paramiko_logging
+
+        quiet_paramiko_logging()  # its warnings go to the audit log, as on the paramiko backend
         self.connect()
         proc = subprocess.Popen(
             self.ssh.client_argv("sftp", subsystem=True),

@@ -35,10 +35,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import paramiko
-from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from usrbatch.auditlog import get_logger
@@ -54,9 +52,14 @@ from usrbatch.transport.base import (
     Transfer,
     validate_relpath,
 )
+from usrbatch.transport.paramiko_lazy import MAX_PACKET, WINDOW_SIZE, paramiko_errors
 from usrbatch.transport.ssh_config import SshEndpoint, resolve_endpoint
-from usrbatch.transport.ssh_connect import MAX_PACKET, WINDOW_SIZE, Connection, open_connection
 from usrbatch.transport.ssh_lease import SshLease, hold_lease
+
+if TYPE_CHECKING:  # paramiko is imported where it is used (paramiko_lazy.py)
+    import paramiko
+
+    from usrbatch.transport.ssh_connect import Connection
 
 T = TypeVar("T")
 READ_SEGMENT = 4 * 1024 * 1024  # bytes requested ahead per prefetch round per session (bounded memory)
@@ -74,6 +77,9 @@ def sftp_request_sizes(client: paramiko.SFTPClient) -> tuple[int, int]:
     trip), each capped at SFTP_MAX_REQUEST (or $USRBATCH_SFTP_REQUEST_MAX); SFTP_DEFAULT_REQUEST
     for a size the server does not state, and for servers without the extension (they answer
     OP_UNSUPPORTED)."""
+    import paramiko  # loaded already: `client` is paramiko's
+    from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
     try:
         kind, msg = client._request(CMD_EXTENDED, "limits@openssh.com")
         if kind != CMD_EXTENDED_REPLY:
@@ -111,7 +117,7 @@ class _Restart(Exception):
 def _is_connection_error(exc: BaseException) -> bool:
     if isinstance(exc, UsrError):
         return getattr(exc, "transient", False)
-    if isinstance(exc, EOFError | paramiko.SSHException | ConnectionError | socket.timeout):
+    if isinstance(exc, (EOFError, ConnectionError, socket.timeout, *paramiko_errors())):
         return True
     # paramiko reports a dead socket as a bare OSError without errno; SFTP status errors
     # (no such file, permission denied) carry an errno and are not retried.
@@ -227,6 +233,8 @@ class SshTransport:
         return rc, out.decode("utf-8", "replace")
 
     def _open(self) -> Connection:
+        from usrbatch.transport.ssh_connect import open_connection  # paramiko: the first login
+
         return open_connection(
             self.endpoint,
             connect_timeout=self.connect_timeout,
@@ -577,6 +585,8 @@ class SshTransport:
 
     def _open_sftp_client(self) -> paramiko.SFTPClient:
         """A new SFTP session on the live connection."""
+        import paramiko  # loaded already by the connection
+
         conn = self.connect()
         client = paramiko.SFTPClient.from_transport(
             conn.transport, window_size=self.window_size, max_packet_size=MAX_PACKET

@@ -17,13 +17,15 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from usrbatch.errors import RemoteConfigError, RemoteUnavailableError
 from usrbatch.remotes import RemoteConfig
 from usrbatch.remotes_trust import require_trusted_config
 from usrbatch.transport.ssh_known_hosts import CERT_AUTHORITY, REVOKED, KnownHostLine, read_known_hosts
+
+if TYPE_CHECKING:
+    import paramiko
 
 SSH_CONFIG_ENV = "USRBATCH_SSH_CONFIG"
 DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -64,6 +66,8 @@ def default_config_path() -> Path | None:
 
 
 def _load_config(path: Path | None, check_permissions: bool = True) -> paramiko.SSHConfig:
+    import paramiko  # only here: the openssh transport never parses ssh_config itself
+
     cfg_path = path if path is not None else Path("~/.ssh/config").expanduser()
     if not cfg_path.exists():
         if path is not None:

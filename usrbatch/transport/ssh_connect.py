@@ -31,13 +31,9 @@ import paramiko
 
 from usrbatch.errors import RemoteUnavailableError
 from usrbatch.remotes_trust import private_key_problem
+from usrbatch.transport.paramiko_lazy import MAX_PACKET, WINDOW_SIZE
 from usrbatch.transport.ssh_config import HostKeyCheck, SshEndpoint, resolve_endpoint
 
-# Per-channel receive window: bounds what paramiko may buffer per SFTP session (x4 sessions) and
-# still allows 16 MiB / RTT per session on a real link (~330 MB/s at 50 ms). 64 MiB measured no
-# faster on loopback (docs/benchmarks.md).
-WINDOW_SIZE = 16 * 1024 * 1024
-MAX_PACKET = 32768
 KEEPALIVE_S = 15
 
 

@@ -18,8 +18,10 @@ import hmac
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import paramiko
+if TYPE_CHECKING:
+    import paramiko
 
 REVOKED = "@revoked"
 CERT_AUTHORITY = "@cert-authority"
@@ -97,6 +99,8 @@ def parse_line(text: str, path: Path, lineno: int) -> KnownHostLine | None:
     patterns, key_type, blob = fields[:3]
     if marker == CERT_AUTHORITY:
         return KnownHostLine(path, lineno, marker, patterns, key_type, None)
+    import paramiko  # parsing a key is the first use of paramiko on this path
+
     try:
         key = paramiko.PKey.from_type_string(key_type, base64.b64decode(blob, validate=True))
     except Exception:  # paramiko raises several types (UnknownKeyType, SSHException, ValueError, ...)

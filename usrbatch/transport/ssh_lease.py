@@ -14,11 +14,14 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from usrbatch.errors import TransferError
+from usrbatch.transport.paramiko_lazy import paramiko_errors
 from usrbatch.transport.ssh_shell import NO_PYTHON_MARK
+
+if TYPE_CHECKING:
+    import paramiko
 
 HANDSHAKE_SLACK_S = 15.0
 RELEASE_WAIT_S = 5.0
@@ -80,7 +83,7 @@ def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Hands
             chunk = chan.recv(4096)
         except TimeoutError:
             continue
-        except (OSError, EOFError, paramiko.SSHException):
+        except (OSError, EOFError, *paramiko_errors()):
             return Handshake("eof", noise)
         if not chunk:
             return Handshake("eof", noise)
@@ -161,7 +164,7 @@ def _release(chan: paramiko.Channel) -> int | None:
         return None  # the connection died: the remote holder saw EOF and released
     try:
         if not chan.exit_status_ready():
-            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            with contextlib.suppress(OSError, EOFError, *paramiko_errors()):
                 chan.sendall(b"release\n")
                 chan.shutdown_write()
         deadline = time.monotonic() + RELEASE_WAIT_S
