@@ -99,6 +99,10 @@ def main() -> None:
             ["git", "-C", str(REPO), "archive", args.before_rev, "usrbatch"], check=True, capture_output=True
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        # both sides from bytecode, as an installed package runs (PYTHONDONTWRITEBYTECODE=1 would
+        # otherwise compile every usrbatch module in every process)
+        for tree in (old / "usrbatch", REPO / "usrbatch"):
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree)], check=True)
 
         remote = tmp / "remote"
         make_dataset_tree(remote, parts=args.parts, part_bytes=8 * 1024, primary_bytes=1 << 20)

@@ -47,19 +47,18 @@ no empty components, NUL, newline or backslash) and must not escape `base` throu
 directories are created one component at a time inside `base` (makedirs_inside).
 """
 
-import codecs
 import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
-import secrets
-import shutil
 import stat
 import sys
-import tempfile
 import time
+
+# codecs, secrets, shutil and tempfile are imported where used: most calls (a hash, an inventory)
+# need none of them, and each exec of the agent would pay for them (bench B5, docs/benchmarks.md).
 
 AGENT_VERSION = 1
 CHUNK = 1024 * 1024
@@ -78,9 +77,11 @@ def is_runtime(rel):
 
 def sha256_file(path):
     """Streamed sha256 (bounded memory); opened with O_NOFOLLOW so a swapped-in symlink fails."""
-    h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     with os.fdopen(fd, "rb") as fh:
+        if hasattr(hashlib, "file_digest"):  # 3.11+: one reused buffer, no bytes object per read
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
         while True:
             block = fh.read(CHUNK)
             if not block:
@@ -120,6 +121,8 @@ def load_cache(path):
 def save_cache(path, files, dataset_dir=None):
     """Write the cache atomically; `dataset_dir` is stored in it so prune_cache_dir can tell
     when the dataset is gone (at most once a day per cache dir, after the write)."""
+    import tempfile
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".hash-cache-", dir=os.path.dirname(path))
@@ -805,6 +808,8 @@ def _overlay_problem(info):
 
 
 def _text_problem(fh):
+    import codecs
+
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     consumed = 0
     while True:
@@ -1079,6 +1084,8 @@ def _snapshot_copy(base, snapshot):
         if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
             raise AgentError("snapshot source is not a regular file: %s" % snapshot[0])
         makedirs_inside(base, os.path.dirname(dst))
+        import secrets
+
         tmp = os.path.join(os.path.dirname(dst), TEMP_PREFIX + "snapshot-" + secrets.token_hex(6))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         h = hashlib.sha256()
@@ -1288,6 +1295,9 @@ def make_dirs(base, paths):
 
 def probe(base=None):
     """What `usr remotes doctor` needs to know about this host, in one call."""
+    import shutil
+    import tempfile
+
     out = {
         "python": "%d.%d.%d" % sys.version_info[:3],
         "pyarrow": None,
@@ -1377,6 +1387,8 @@ class DatasetLock(object):
         self.base = base
         self.timeout = float(timeout)
         self.events = events
+        import secrets
+
         self.token = token or secrets.token_hex(16)
         self._fds = []
         self._marker = None
