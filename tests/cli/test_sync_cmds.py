@@ -355,7 +355,7 @@ class _Tty(io.StringIO):
 
 
 def test_progress_bar_only_on_a_tty(monkeypatch):
-    from usrbatch.cli.sync_cmds import progress_bar
+    from usrbatch.cli.sync_output import progress_bar
 
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert progress_bar() is None  # batch job: no bar at all
