@@ -31,7 +31,7 @@ from usrbatch.dataset.records import import_records, init_dataset
 from usrbatch.dataset.ref import open_dataset
 from usrbatch.dataset.registry_modes import DEFAULT_REGISTRY_MODE, REGISTRY_MODES
 from usrbatch.errors import DatasetError, EventLogError, UsrError
-from usrbatch.terminal import printable
+from usrbatch.terminal import iec_size, printable
 
 
 def _csv_list(value: str | None) -> list[str] | None:
@@ -220,14 +220,6 @@ def head_cmd(
     click.echo(render_table([printable(n) for n in names], rows))
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 @click.command("info")
 @click.argument("dataset")
 @click.option("--format", "fmt", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
@@ -248,7 +240,7 @@ def info_cmd(usr: UsrContext, dataset: str, fmt: str) -> None:
             f"{' + ' if overlay.compact else ''}{overlay.parts} part(s)" if overlay.parts else ""
         )
         say(f"  - {overlay.namespace} ({kind}): {', '.join(overlay.columns)}")
-    click.echo(f"size: {_size(info.size_bytes)} ({info.size_bytes} bytes)")
+    click.echo(f"size: {iec_size(info.size_bytes)} ({info.size_bytes} bytes)")
     click.echo(f"events: {info.events}")
 
 

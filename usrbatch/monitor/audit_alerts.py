@@ -15,17 +15,7 @@ from usrbatch.monitor.alerts import (
     Alert,
     utc_iso,
 )
-
-
-def _fmt_bytes(n: object) -> str:
-    if not isinstance(n, int):
-        return "?"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+from usrbatch.terminal import iec_size
 
 
 def alerts_from_audit(line: Mapping[str, Any], kinds: Mapping[str, str]) -> list[Alert]:
@@ -74,7 +64,7 @@ def alerts_from_audit(line: Mapping[str, Any], kinds: Mapping[str, str]) -> list
         return make(
             f"sync/{ts}",
             SYNC_TRANSFERRED,
-            f"sync {action} moved {files} file(s), {_fmt_bytes(size)}",
+            f"sync {action} moved {files} file(s), {iec_size(size)}",
             f"{action} of {line.get('dataset')} by job {job_id} ({line.get('step')}): {files} file(s), {size} bytes, "
             f"{line.get('deleted', 0)} deleted, state {line.get('transfer_state')}, {line.get('duration_s')} s.",
             **{
