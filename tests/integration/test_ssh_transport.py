@@ -208,7 +208,7 @@ def test_upload_with_wrong_expected_sha_raises(transport: SshTransport, tmp_path
         transport.upload([Transfer("ds/a", src, 3, "0" * 64)])
 
 
-def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
+def test_upload_makes_parents_in_its_stream_and_apply_verifies_without_rehashing(
     sshd_server: SshdServer, tmp_path: Path
 ) -> None:
     base = tmp_path / "not yet" / "base"  # base_dir itself does not exist yet: created too
@@ -221,8 +221,8 @@ def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
             Transfer("ns/ds/.usrbatch-tmp-2", src, 7, _sha(src)),
         ]
         t.upload(items)
-        assert t.stats.execs == 0  # parents by SFTP, remote hash deferred to apply
-        (base / "ns/ds/.usrbatch-tmp-2").write_bytes(b"tampered")
+        assert t.stats.execs == 1 and t.stats.sftp_sessions == 0  # one stream: parents, bytes, hashes
+        (base / "ns/ds/.usrbatch-tmp-2").write_bytes(b"tampered")  # after the stream hashed it
         with pytest.raises(VerificationError, match=r"uploaded ns/ds/\.usrbatch-tmp-2 does not match"):
             t.apply(
                 [(i.remote, i.remote.replace(".usrbatch-tmp-", "f")) for i in items],
@@ -230,7 +230,7 @@ def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
                 verify={i.remote: i.sha256 for i in items},
                 inventory="ns/ds",
             )
-        assert t.stats.execs == 1
+        assert t.stats.execs == 2
         assert not any(
             ".usrbatch-tmp-" in p.name or p.name.startswith("f") for p in base.rglob("*") if p.is_file()
         )
@@ -242,13 +242,13 @@ def test_upload_makes_parents_over_sftp_and_apply_verifies_in_the_same_exec(
             inventory="ns/ds",
             parquet_stats=True,
         )
-        assert t.stats.execs == 2
+        assert t.stats.execs == 4
         assert after is not None and sorted(after.files) == ["_derived/a/b/f1", "f2"]
         assert after.files["f2"].sha256 == _sha(src)
-        assert after.hashed_bytes == 0  # verified once before the rename, cached under the new key
+        assert after.hashed_bytes == 0  # hashed once, by the stream; cached under the new key
         assert t.inventory("ns/ds").hashed_bytes == 0
         (base / "ns" / "link").symlink_to(tmp_path)
-        with pytest.raises(TransferError, match="not a directory"):
+        with pytest.raises(TransferError, match="escapes base_dir through a symlink"):
             t.upload([Transfer("ns/link/x/.usrbatch-tmp-3", src, 7, _sha(src))])
         assert not (tmp_path / "x").exists()
 

@@ -33,6 +33,11 @@ Operations (request `{"op": ..., ...}` as the first stdin line or argv[1]; one J
              a regular file size, mtime_ns, sha256 (hash cache of its directory) and optional
              parquet rows/cols; never follows a symlink.
   mkdir:     create the given relative dirs (and parents).
+  recv/send: file bytes through the exec's stdin/stdout (framing: transport/ssh_stream.py).
+             `recv` writes [rel, size, mtime_ns] files (parents created, a kept prefix resumed,
+             each temp flock'ed while written), hashing as it writes; those hashes enter the
+             directory's hash cache under the final lstat key, so `apply`'s verify of an
+             unchanged temp reads nothing again. `send` streams [rel, offset] files.
   probe:     python/pyarrow versions and the tools doctor checks; base_dir existence/writability.
   lease:     hold `<dir>/.usr.lock` (+ `.events.lock` shared/exclusive) with a timeout, print
              `USR_REMOTE_LOCK_ACQUIRED:<token>`, then block until `release` or EOF on stdin.
@@ -977,10 +982,23 @@ def _check_uploads(base, verify):
     paths = [(rel, resolve_under(base, rel, "verify path"), str(sha)) for rel, sha in sorted(verify.items())]
     bad = []
     verified = {}
+    received = {}  # per directory: hashes the `recv` op computed as it wrote (hash cache entries)
+    for directory in set(os.path.dirname(path) for _rel, path, _sha in paths):
+        received[directory] = load_cache(default_cache_path(directory))
+    used = {}
     for rel, path, expected in paths:
         try:
             st = os.lstat(path)
-            got = sha256_file(path) if stat.S_ISREG(st.st_mode) else None
+            hit = received[os.path.dirname(path)].get(os.path.basename(path))
+            if (
+                stat.S_ISREG(st.st_mode)
+                and hit
+                and hit[:4] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            ):
+                got = hit[4]  # written and hashed by `recv`, unchanged since (same lstat key)
+                used.setdefault(os.path.dirname(path), []).append(os.path.basename(path))
+            else:
+                got = sha256_file(path) if stat.S_ISREG(st.st_mode) else None
             after = os.lstat(path)
             if got is not None and (after.st_ino, after.st_size, after.st_mtime_ns) == (
                 st.st_ino,
@@ -992,6 +1010,11 @@ def _check_uploads(base, verify):
             got = None
         if got != expected:
             bad.append((rel, got, expected))
+    for directory, names in used.items():  # consumed: the temps are renamed or removed next
+        entries = received[directory]
+        for name in names:
+            entries.pop(name, None)
+        save_cache(default_cache_path(directory), entries, directory)
     if bad:
         _remove_regular([path for _rel, path, _sha in paths])
         raise VerifyMismatch(bad[0][0], bad[0][1], bad[0][2], len(bad))
@@ -1327,6 +1350,177 @@ def probe(base=None):
 
 
 # ---------------------------------------------------------------------------------------------
+# Streams: file bytes through the exec's own stdin/stdout (one session for many files, hashed
+# while they pass: one pass on each side, as rsync does). Framing in transport/ssh_stream.py.
+
+STREAM_LOCK_S = 30.0  # an upload temp another (dying) stream still writes: wait this long for it
+_F_SETPIPE_SZ = 1031
+
+
+def _grow_pipe(fd):
+    with contextlib.suppress(OSError, ValueError):
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, CHUNK)
+
+
+def _lock_temp(fd, rel):
+    deadline = time.time() + STREAM_LOCK_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise AgentError("upload temp %s is still being written by another session" % rel) from None
+            time.sleep(POLL_S)
+
+
+class StreamFileError(AgentError):
+    """One file of a stream cannot be opened; the answer names it (`path`)."""
+
+    def __init__(self, rel, why):
+        AgentError.__init__(self, why)
+        self.rel = rel
+
+
+def _open_upload(base, rel, size, restart):
+    """(fd, offset, running sha256) of one upload target, locked, positioned after its kept
+    prefix (a partial temp no longer than `size` is resumed unless `restart`)."""
+    path = resolve_under(base, rel, "upload path")
+    makedirs_inside(base, os.path.dirname(path))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        raise StreamFileError(rel, (exc.strerror or str(exc)).lower()) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StreamFileError(rel, "not a regular file")
+        _lock_temp(fd, rel)
+        h = hashlib.sha256()
+        offset = 0 if restart else os.fstat(fd).st_size
+        if offset > size:
+            offset = 0
+        left = offset
+        while left > 0:
+            block = os.read(fd, min(CHUNK, left))
+            if not block:
+                break
+            h.update(block)
+            left -= len(block)
+        offset -= left
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        return fd, offset, h
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def receive_files(base, files, restart, stdin, out):
+    """The `recv` op: write each [rel, size, mtime_ns|null] from stdin (resuming kept prefixes),
+    hashing as the bytes pass; verified hashes enter the directory's hash cache under the file's
+    final lstat key, so apply's `verify` reads nothing again. Emits the offsets line first, the
+    result line last. Returns the exit code (3: the stream ended early; partial temps stay)."""
+    base = expand_base(base)
+    os.makedirs(base, exist_ok=True)
+    plan = []
+    for entry in files:
+        rel, size, mtime_ns = entry
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise AgentError("upload size of %s must be a non-negative integer" % rel)
+        plan.append((check_rel(rel, "upload path"), size, mtime_ns))
+    opened = []
+    try:
+        for rel, size, _mtime in plan:
+            opened.append(_open_upload(base, rel, size, restart))
+        out.write(
+            json.dumps({"ok": True, "python": sys.executable, "offsets": [o[1] for o in opened]}).encode()
+        )
+        out.write(b"\n")
+        out.flush()
+        shas = []
+        by_dir = {}
+        for index, (rel, size, mtime_ns) in enumerate(plan):
+            fd, offset, h = opened[index]
+            left = size - offset
+            while left > 0:
+                block = stdin.read(min(CHUNK, left))
+                if not block:
+                    return 3
+                h.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view) :]
+                left -= len(block)
+            if mtime_ns is not None:
+                st = os.fstat(fd)
+                os.utime(fd, ns=(st.st_atime_ns, int(mtime_ns)))
+            st = os.fstat(fd)
+            sha = h.hexdigest()
+            path = os.path.join(base, rel)
+            key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
+            by_dir.setdefault(os.path.dirname(path), {})[os.path.basename(path)] = key
+            shas.append(sha)
+        for directory, entries in by_dir.items():
+            remember_hashes(directory, entries)
+    finally:
+        for fd, _offset, _h in opened:
+            os.close(fd)
+    out.write(json.dumps({"ok": True, "agent_version": AGENT_VERSION, "result": {"files": shas}}).encode())
+    out.write(b"\n")
+    out.flush()
+    return 0
+
+
+def send_files(base, files, out):
+    """The `send` op: a first answer line, then for each [rel, offset] a header line {"size",
+    "from"} (or {"error"}) and the bytes from `from` to the end; then the result line. Returns the exit code (3: a file
+    shrank while being sent; the stream is cut so the receiver cannot take short bytes)."""
+    base = expand_base(base)
+    plan = [(check_rel(rel, "download path"), offset) for rel, offset in files]
+    out.write(json.dumps({"ok": True, "python": sys.executable}).encode() + b"\n")
+    for rel, offset in plan:
+        try:
+            path = resolve_under(base, rel, "download path")
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except (OSError, AgentError) as exc:
+            missing = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)
+            out.write(json.dumps({"error": "missing" if missing else str(exc)}).encode() + b"\n")
+            continue
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                out.write(json.dumps({"error": "not a regular file"}).encode() + b"\n")
+                continue
+            start = offset if 0 <= offset <= st.st_size else 0
+            out.write(json.dumps({"size": st.st_size, "from": start}).encode() + b"\n")
+            fh.seek(start)
+            left = st.st_size - start
+            while left > 0:
+                block = fh.read(min(CHUNK, left))
+                if not block:
+                    out.flush()
+                    return 3
+                out.write(block)
+                left -= len(block)
+    out.write(
+        json.dumps({"ok": True, "agent_version": AGENT_VERSION, "result": {"files": len(plan)}}).encode()
+    )
+    out.write(b"\n")
+    out.flush()
+    return 0
+
+
+def run_stream(req, stdin, out):
+    """`recv`/`send`: the request's files move through this exec's stdin/stdout."""
+    _grow_pipe(0)
+    _grow_pipe(1)
+    if req.get("op") == "recv":
+        return receive_files(req["base"], req.get("files", []), bool(req.get("restart")), stdin, out)
+    return send_files(req["base"], req.get("files", []), out)
+
+
+# ---------------------------------------------------------------------------------------------
 # The dataset lock (section 8.2 of the contract): .usr.lock exclusive, optional .events.lock,
 # a lease marker, released on release/EOF or when the holder dies (flock dies with the fd).
 
@@ -1532,6 +1726,17 @@ def main():
     except ValueError as exc:
         _emit(json.dumps({"ok": False, "error": "bad request: %s" % exc}))
         return 2
+    if req.get("op") in ("recv", "send"):
+        out = sys.stdout.buffer
+        try:
+            return run_stream(req, stdin, out)
+        except Exception as exc:
+            answer = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
+            if isinstance(exc, StreamFileError):
+                answer = {"ok": False, "path": exc.rel, "error": str(exc)}
+            out.write(b"\n" + json.dumps(answer).encode() + b"\n")
+            out.flush()
+            return 2
     if req.get("op") == "lease":
         try:
             return run_lease(req, stdin)

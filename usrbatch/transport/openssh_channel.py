@@ -116,6 +116,9 @@ class ProcessChannel:
             stderr=subprocess.DEVNULL,  # remote stderr is never read into a message (ssh_lease.py)
             bufsize=0,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        _grow_pipe(self.proc.stdin.fileno())  # file streams (ssh_stream.py) move MiBs through these
+        _grow_pipe(self.proc.stdout.fileno())
 
     def _proc(self) -> subprocess.Popen:
         if self.proc is None:
@@ -125,8 +128,10 @@ class ProcessChannel:
     def sendall(self, data: bytes) -> None:
         stdin = self._proc().stdin
         assert stdin is not None
+        view = memoryview(data)
         try:
-            stdin.write(data)
+            while view:
+                view = view[os.write(stdin.fileno(), view) :]
         except (BrokenPipeError, ValueError) as exc:
             raise EOFError("ssh session closed") from exc
 

@@ -55,6 +55,7 @@ from usrbatch.transport.base import (
 from usrbatch.transport.paramiko_lazy import MAX_PACKET, WINDOW_SIZE, paramiko_errors
 from usrbatch.transport.ssh_config import SshEndpoint, resolve_endpoint
 from usrbatch.transport.ssh_lease import SshLease, hold_lease
+from usrbatch.transport.ssh_stream import StreamTransfers
 
 if TYPE_CHECKING:  # paramiko is imported where it is used (paramiko_lazy.py)
     import paramiko
@@ -134,7 +135,7 @@ def _env_number(name: str, default: float, cast: Callable[[str], Any]) -> Any:
         raise TransferError(f"{name} must be a number, got {raw!r}.") from exc
 
 
-class SshTransport:
+class SshTransport(StreamTransfers):
     """Transport over one paramiko SSH connection (see module doc). Thread-safe for its own pool."""
 
     def __init__(
@@ -636,7 +637,7 @@ class SshTransport:
             self._sftp_limits = (generation, sizes)
         return sizes
 
-    def _run_batch(self, items: Sequence[Transfer], one: Callable[[Transfer], None]) -> None:
+    def _run_batch(self, items: Sequence[Any], one: Callable[[Any], None]) -> None:
         if not items:
             return
         self.connect()
@@ -658,7 +659,13 @@ class SshTransport:
                 raise errors[0]
 
     def download(self, items: Sequence[Transfer], *, progress: ProgressFn | None = None) -> None:
-        """Remote → local for each item; resumes a partial local file; the sha256 decides."""
+        """Remote → local for each item; resumes a partial local file; the sha256 decides. By agent
+        streams (ssh_stream.py); over SFTP when the remote has no python3 (force_sh)."""
+        for item in items:
+            validate_relpath(item.remote, what="remote path")
+        if not self.force_sh:
+            self.stream_download(items, progress)
+            return
 
         def one(item: Transfer) -> None:
             validate_relpath(item.remote, what="remote path")
@@ -732,6 +739,9 @@ class SshTransport:
             validate_relpath(item.remote, what="remote path")
             if not Path(item.local).is_file():
                 raise TransferError(f"Local file to upload is missing: {item.local}")
+        if not self.force_sh:  # agent streams (ssh_stream.py): parents made and hashes taken remotely
+            self.stream_upload(items, progress)
+            return
         parents = {posixpath.dirname(validate_relpath(i.remote)) for i in items}
         if "" in parents:  # a file directly under base_dir (FILE mode): base_dir itself, mkdir -p
             self._retry(self._sftp_makedirs_base, what="mkdir", path=self.remote.base_dir)
