@@ -64,8 +64,9 @@ def fm(sshd_server: SshdServer, tmp_path: Path, ssh_backend: str) -> FileSides:
 
 
 def test_ssh_round_trips_per_operation(fm: FileSides) -> None:
-    """diff = 1 exec (stat); push = stat, apply (temp hash check + rename), stat = 3 execs with
-    the data over SFTP; pull = 1 exec (stat), data over SFTP; a no-op = 1 exec."""
+    """diff = 1 exec (stat); push = stat, upload stream (bytes + remote hash), apply (cached temp
+    hash check + rename), stat = 4 execs; pull = stat + download stream = 2 execs; a no-op =
+    1 exec; no SFTP session anywhere."""
     local = fm.local_repo / REL
     write_table(local, 50)
     seen: list = []
@@ -79,7 +80,8 @@ def test_ssh_round_trips_per_operation(fm: FileSides) -> None:
     run(fm, "push", local, transport_wrapper=keep)
     write_table(fm.remote_repo / REL, 70, tag="r")
     run(fm, "pull", local, transport_wrapper=keep)
-    assert [t.stats.execs for t in seen] == [1, 3, 1, 1]
+    assert [t.stats.execs for t in seen] == [1, 4, 1, 2]
+    assert [t.stats.sftp_sessions for t in seen] == [0, 0, 0, 0]
     assert seen[1].stats.bytes_up > 0 and seen[3].stats.bytes_down > 0
     assert sha(local) == sha(fm.remote_repo / REL)
 
