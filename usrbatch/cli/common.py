@@ -6,12 +6,15 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from usrbatch.errors import UserAbort, UsrError
 from usrbatch.terminal import printable
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class UsrContext:
 
 def resolve_root(root: str | None) -> Path:
     """--root, else $USR_ROOT, else the current directory."""
+    from pathlib import Path  # imported by the first command that runs, not by --help/--version
+
     value = root or os.environ.get("USR_ROOT") or os.getcwd()
     return Path(value).expanduser().absolute()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -84,6 +83,8 @@ def usr(
     ctx: click.Context, root: str | None, remotes_config: str | None, rich: bool, log_json: str | None
 ) -> None:
     """USR datasets: create, inspect, annotate and sync them."""
+    from pathlib import Path  # not at the top: `usr --help`/`--version` never get here
+
     if remotes_config:
         os.environ["USR_REMOTES_PATH"] = str(Path(remotes_config).expanduser().absolute())
     log_path = log_json or os.environ.get("USRBATCH_AUDIT_LOG")
