@@ -11,9 +11,10 @@ time (user + sys of the process and its children, from the kernel's rusage), whi
 number on a shared machine. `--importtime` adds, for this checkout, the top-level imports of one
 `python -X importtime` run of each case (cumulative ms), which says what the time is spent on.
 
-Cases: `--version`, `--help`, `pull --help`, a no-op `pull` of a dataset of `--parts` overlay
-parts from a `local` remote, and with `--ssh` the same no-op pull over a private sshd
-(tests/integration/services.py) with the default OpenSSH transport and a live master.
+Cases: the floor (`python -c 'import click'`, the same on both sides), `--version`, `--help`,
+`pull --help`, a no-op `pull` of a dataset of `--parts` overlay parts from a `local` remote, and
+with `--ssh` the same no-op pull over a private sshd (tests/integration/services.py) with the
+default OpenSSH transport and a live master.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
         usr = shutil.which("usr", path=str(Path(sys.executable).parent)) or "usr"
         pull = [usr, "--root", str(local), "--remotes-config", str(cfg), "pull", "bench/ds"]
         cases = [
+            ("floor: python -c 'import click'", [sys.executable, "-c", "import click"]),
             ("usr --version", [usr, "--version"]),
             ("usr --help", [usr, "--help"]),
             ("usr pull --help", [usr, "pull", "--help"]),
@@ -150,7 +152,7 @@ def main() -> None:
                     got[side].append(run_once(argv, sides[side]))
             print(f"| `{name}` | {summary(got['before'])} | {summary(got['after'])} |", flush=True)
         if args.importtime:
-            for name, argv in cases:
+            for name, argv in cases[1:]:
                 print(f"\nimporttime, after, `{name}` (top-level, cumulative ms):")
                 top = importtime_top(["-m", "usrbatch.cli.usr_main", *argv[1:]], env)
                 print("  " + ", ".join(top))
