@@ -168,11 +168,12 @@ def test_audit_log_loads_structlog_without_rich_and_still_writes_every_line(tmp_
 
 
 @pytest.mark.sshd
-def test_openssh_remote_loads_paramiko_only_to_transfer_files(
+def test_openssh_remote_never_loads_paramiko_or_pyarrow(
     sshd_server, control_dir: Path, tmp_path: Path
 ) -> None:
-    """With the openssh transport paramiko is only the SFTP client: `remotes status`, `diff` and a
-    no-op `pull` never import it; the pull that copies files does. None of them loads pyarrow."""
+    """With the openssh transport, `diff`, `remotes status`, a pull that copies every file and a
+    no-op pull import neither paramiko nor pyarrow; the same diff over `transport: paramiko` does
+    import paramiko (the probe sees a real import)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
     from builders import make_dataset  # type: ignore[import-not-found]
 
@@ -182,8 +183,12 @@ def test_openssh_remote_loads_paramiko_only_to_transfer_files(
     local.mkdir()
     cfg = tmp_path / "remotes.yaml"
     cfg.write_text(
-        f"remotes:\n  hpc:\n    type: ssh\n    host: {sshd_server.alias}\n    user: {sshd_server.user}\n"
-        f"    base_dir: '{remote}'\n    transport: openssh\n"
+        "remotes:\n"
+        + "".join(
+            f"  {name}:\n    type: ssh\n    host: {sshd_server.alias}\n    user: {sshd_server.user}\n"
+            f"    base_dir: '{remote}'\n    transport: {backend}\n"
+            for name, backend in (("hpc", "openssh"), ("hpc-paramiko", "paramiko"))
+        )
     )
     env = {
         "XDG_CACHE_HOME": str(tmp_path / "cache"),
@@ -210,10 +215,13 @@ def test_openssh_remote_loads_paramiko_only_to_transfer_files(
     assert (local / "densegen/demo/records.parquet").read_bytes() == (
         remote / "densegen/demo/records.parquet"
     ).read_bytes()
-    assert "paramiko" in heavy  # the SFTP client carried the files
+    assert "paramiko" not in heavy
     heavy, out = run("pull", "densegen/demo", "hpc", "-y")
     assert "Already up to date." in out
     assert "paramiko" not in heavy
+    heavy, out = run("diff", "densegen/demo", "hpc-paramiko")
+    assert "up-to-date" in out
+    assert "paramiko" in heavy
 
 
 def registered(module: object) -> dict[str, click.Command]:

@@ -197,7 +197,7 @@ class OpenSshTransport(SshTransport):
 
     def _open_sftp_client(self) -> paramiko.SFTPClient:
         """paramiko's SFTP client over the pipes of `ssh -s HOST sftp` on the master."""
-        import paramiko  # loaded with the first file to transfer, not at start-up (paramiko_lazy.py)
+        import paramiko  # loaded only when SFTP is opened, not at start-up (paramiko_lazy.py)
 
         from usrbatch.transport.ssh_connect import quiet_paramiko_logging
 

@@ -1,10 +1,10 @@
 """What the ssh modules need of paramiko without importing it (paramiko, with the invoke and
 cryptography it loads, costs ~0.4 s of CPU at start-up).
 
-The `openssh` transport uses paramiko only for SFTP (its SFTPClient over the `ssh -s sftp` pipe),
-so a command that transfers no file (a no-op pull, diff, `remotes status`) never imports it: the
-ssh modules import paramiko inside the functions that call it, name its types under
-TYPE_CHECKING, and catch its exceptions through `paramiko_errors()`.
+The `openssh` transport uses paramiko only for SFTP (its SFTPClient over the `ssh -s sftp` pipe,
+which file bytes take only in the sh-only fallback: agent streams carry them otherwise), so its
+commands normally never import it: the ssh modules import paramiko inside the functions that call
+it, name its types under TYPE_CHECKING, and catch its exceptions through `paramiko_errors()`.
 """
 
 from __future__ import annotations
