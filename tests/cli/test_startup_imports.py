@@ -97,6 +97,17 @@ def test_local_remote_diff_never_imports_paramiko(tmp_path: Path) -> None:
     assert "paramiko" not in heavy
 
 
+def test_events_tail_reads_the_log_without_pyarrow(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
+    from builders import make_dataset  # type: ignore[import-not-found]
+
+    make_dataset(tmp_path, "densegen/demo")
+    code, heavy, out = probe("usr_main", "--root", str(tmp_path), "events", "tail", "densegen/demo")
+    assert code == 0, out
+    assert "import_rows" in out
+    assert "pyarrow" not in heavy
+
+
 def test_data_command_that_reads_parquet_does_import_pyarrow(tmp_path: Path) -> None:
     """The boundary is real: a command that reads parquet still gets pyarrow when it runs."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from usrbatch import __version__
 from usrbatch.errors import EventLogError
 from usrbatch.files import sha256_file
@@ -70,6 +68,8 @@ def default_actor() -> dict[str, Any]:
 
 def fingerprint(target: Path) -> dict[str, Any]:
     """rows/cols/size_bytes of a parquet target (+sha256 when USR_EVENT_SHA256=1)."""
+    import pyarrow.parquet as pq  # here, not at the top: reading the log (`usr events tail`) needs no pyarrow
+
     out: dict[str, Any] = {"rows": 0, "cols": 0, "size_bytes": 0}
     try:
         out["size_bytes"] = target.stat().st_size

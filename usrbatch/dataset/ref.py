@@ -7,9 +7,6 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from usrbatch.dataset.event_append import require_complete_log
 from usrbatch.dataset.layout import (
     RECORDS,
@@ -90,6 +87,9 @@ class DatasetRef:
                 )
             raise DatasetError(f"Dataset not initialized: {self.dir}", hint=hint)
         if readable:
+            import pyarrow as pa  # here: a reference that reads no parquet (events tail) needs none
+            import pyarrow.parquet as pq
+
             try:
                 pq.read_schema(self.records)
             except (pa.ArrowInvalid, OSError) as exc:
@@ -103,6 +103,9 @@ class DatasetRef:
         """`require()`, plus what a mutation needs: core text columns that are text, and an event
         log that ends with a complete line. Raises DatasetError/EventLogError naming the fix."""
         self.require()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         schema = pq.read_schema(self.records)
         for name in _TEXT_COLUMNS:
             kind = schema.field(name).type if name in schema.names else pa.string()
