@@ -96,3 +96,39 @@ def test_file_logger_writes_its_own_file_and_leaves_the_configuration_alone(tmp_
         assert [json.loads(x)["event"] for x in main_log.read_text().splitlines()] == ["cli.done"]
     finally:
         auditlog.configure(None)
+
+
+def test_structlog_loads_without_rich_and_rich_stays_importable(tmp_path: Path) -> None:
+    """configure() hides rich from structlog.dev only while structlog is imported: a fresh process
+    that configures a file sink has no rich loaded, and can still import rich itself afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from usrbatch import auditlog\n"
+        f"auditlog.configure({str(tmp_path / 'a.jsonl')!r})\n"
+        "auditlog.get_logger().info('t.one', n=1)\n"
+        "print('rich' in sys.modules, sys.modules['structlog'].dev.rich is None)\n"
+        "import rich\n"
+        "print(rich.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "rich"]
+    assert json.loads((tmp_path / "a.jsonl").read_text())["event"] == "t.one"
+
+
+def test_a_logger_taken_early_writes_where_the_configuration_says_at_each_call(tmp_path: Path) -> None:
+    log = auditlog.get_logger().bind(step="s1")
+    auditlog.configure(None)
+    log.info("dropped.event")  # no sink: nothing written anywhere
+    path = tmp_path / "a.jsonl"
+    auditlog.configure(path)
+    try:
+        log.info("kept.event", n=2)
+    finally:
+        auditlog.configure(None)
+    log.info("dropped.again")
+    (line,) = path.read_text().splitlines()
+    data = json.loads(line)
+    assert (data["event"], data["step"], data["n"]) == ("kept.event", "s1", 2)
