@@ -1382,35 +1382,54 @@ class StreamFileError(AgentError):
         self.rel = rel
 
 
-def _open_upload(base, rel, size, restart):
-    """(fd, offset, running sha256) of one upload target, locked, positioned after its kept
-    prefix (a partial temp no longer than `size` is resumed unless `restart`)."""
-    path = resolve_under(base, rel, "upload path")
-    makedirs_inside(base, os.path.dirname(path))
+def _inside_dir(base, rel, what, checked, create=False):
+    """base/rel after resolve_under's checks, made once per directory of a stream (`checked`);
+    with `create` its parents are made (makedirs_inside)."""
+    path = os.path.join(base, rel)
+    directory = os.path.dirname(path)
+    if directory not in checked:
+        resolve_under(base, rel, what)
+        if create:
+            makedirs_inside(base, directory)
+        checked.add(directory)
+    return path
+
+
+def _kept_bytes(base, rel, size, restart, checked):
+    """How much of an upload target's partial temp a stream keeps (0 unless it is a regular file
+    no longer than `size` and not `restart`); its parents are made on the way."""
+    path = _inside_dir(base, rel, "upload path", checked, create=True)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        raise StreamFileError(rel, "not a regular file")
+    return 0 if restart or st.st_size > size else st.st_size
+
+
+def _open_upload(base, rel, offset):
+    """(fd, running sha256) of an upload target, flock'ed, cut to and positioned after its first
+    `offset` bytes (hashed), one file at a time (no descriptor limit on a stream's length)."""
+    try:
+        fd = os.open(os.path.join(base, rel), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError as exc:
         raise StreamFileError(rel, (exc.strerror or str(exc)).lower()) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StreamFileError(rel, "not a regular file")
         _lock_temp(fd, rel)
         h = hashlib.sha256()
-        offset = 0 if restart else os.fstat(fd).st_size
-        if offset > size:
-            offset = 0
         left = offset
         while left > 0:
             block = os.read(fd, min(CHUNK, left))
             if not block:
-                break
+                raise StreamFileError(rel, "shrank while the upload started (retry it)")
             h.update(block)
             left -= len(block)
-        offset -= left
         os.ftruncate(fd, offset)
         os.lseek(fd, offset, os.SEEK_SET)
-        return fd, offset, h
+        return fd, h
     except BaseException:
         os.close(fd)
         raise
@@ -1429,20 +1448,16 @@ def receive_files(base, files, restart, stdin, out):
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise AgentError("upload size of %s must be a non-negative integer" % rel)
         plan.append((check_rel(rel, "upload path"), size, mtime_ns))
-    opened = []
-    try:
-        for rel, size, _mtime in plan:
-            opened.append(_open_upload(base, rel, size, restart))
-        out.write(
-            json.dumps({"ok": True, "python": sys.executable, "offsets": [o[1] for o in opened]}).encode()
-        )
-        out.write(b"\n")
-        out.flush()
-        shas = []
-        by_dir = {}
-        for index, (rel, size, mtime_ns) in enumerate(plan):
-            fd, offset, h = opened[index]
-            left = size - offset
+    checked = set()
+    offsets = [_kept_bytes(base, rel, size, restart, checked) for rel, size, _mtime in plan]
+    out.write(json.dumps({"ok": True, "python": sys.executable, "offsets": offsets}).encode() + b"\n")
+    out.flush()
+    shas = []
+    by_dir = {}
+    for index, (rel, size, mtime_ns) in enumerate(plan):
+        fd, h = _open_upload(base, rel, offsets[index])
+        try:
+            left = size - offsets[index]
             while left > 0:
                 block = stdin.read(min(CHUNK, left))
                 if not block:
@@ -1453,19 +1468,17 @@ def receive_files(base, files, restart, stdin, out):
                     view = view[os.write(fd, view) :]
                 left -= len(block)
             if mtime_ns is not None:
-                st = os.fstat(fd)
-                os.utime(fd, ns=(st.st_atime_ns, int(mtime_ns)))
+                os.utime(fd, ns=(os.fstat(fd).st_atime_ns, int(mtime_ns)))
             st = os.fstat(fd)
-            sha = h.hexdigest()
-            path = os.path.join(base, rel)
-            key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
-            by_dir.setdefault(os.path.dirname(path), {})[os.path.basename(path)] = key
-            shas.append(sha)
-        for directory, entries in by_dir.items():
-            remember_hashes(directory, entries)
-    finally:
-        for fd, _offset, _h in opened:
+        finally:
             os.close(fd)
+        sha = h.hexdigest()
+        path = os.path.join(base, rel)
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha]
+        by_dir.setdefault(os.path.dirname(path), {})[os.path.basename(path)] = key
+        shas.append(sha)
+    for directory, entries in by_dir.items():
+        remember_hashes(directory, entries)
     out.write(json.dumps({"ok": True, "agent_version": AGENT_VERSION, "result": {"files": shas}}).encode())
     out.write(b"\n")
     out.flush()
@@ -1479,9 +1492,10 @@ def send_files(base, files, out):
     base = expand_base(base)
     plan = [(check_rel(rel, "download path"), offset) for rel, offset in files]
     out.write(json.dumps({"ok": True, "python": sys.executable}).encode() + b"\n")
+    checked = set()
     for rel, offset in plan:
         try:
-            path = resolve_under(base, rel, "download path")
+            path = _inside_dir(base, rel, "download path", checked)
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except (OSError, AgentError) as exc:
             missing = isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.ENOTDIR)

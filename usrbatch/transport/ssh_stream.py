@@ -39,7 +39,8 @@ from usrbatch.transport.base import ProgressFn, Transfer
 
 CHUNK = 1024 * 1024
 STREAM_BYTES = 64 * 1024 * 1024  # a batch gets a second stream only above this much data
-LINE_MAX = 64 * 1024  # a header or answer line longer than this is a protocol breach
+LINE_MAX = 64 * 1024  # a header line longer than this is a protocol breach
+PER_FILE_MAX = 128  # answer lines grow by this much per file of the stream (a sha256 or an offset)
 STREAMS_ENV = "USRBATCH_STREAMS"  # force the number of parallel streams (1 = one exec per batch)
 
 
@@ -85,59 +86,73 @@ def stream_groups(items: Sequence[Transfer], workers: int) -> list[list[Transfer
 
 
 class Reader:
-    """Bounded lines and exact byte counts from a channel (a small buffer, CHUNK reads)."""
+    """Bounded lines and exact byte counts from a channel: one received block at a time, sliced
+    by position (no copy of what is not handed out; small files cost no buffer shifting)."""
 
     def __init__(self, chan: Channel) -> None:
         self.chan = chan
-        self.buf = bytearray()
+        self.buf = b""
+        self.pos = 0
 
     def _fill(self) -> None:
         data = self.chan.recv(CHUNK)
         if not data:
             raise StreamBroken("the remote stream ended early")
-        self.buf += data
+        rest = self.buf[self.pos :]
+        self.buf = rest + data if rest else data
+        self.pos = 0
 
-    def answer(self) -> dict[str, Any]:
-        """The agent's first answer line, skipping what a login shell may print before it."""
+    def answer(self, limit: int = LINE_MAX) -> dict[str, Any]:
+        """The agent's answer line, skipping what a login shell may print before it (a bounded
+        number of lines that are not JSON objects)."""
         for _ in range(100):
-            try:
-                data = self.line()
-            except StreamBroken:
-                continue
-            if "ok" in data:
+            data = self._parse(self._raw_line(limit))
+            if data is not None and "ok" in data:
                 return data
         raise StreamBroken("the remote stream sent no answer")
 
-    def line(self) -> dict[str, Any]:
+    def line(self, limit: int = LINE_MAX) -> dict[str, Any]:
         """The next line as a JSON object (StreamBroken when it is not one)."""
-        while b"\n" not in self.buf:
-            if len(self.buf) > LINE_MAX:
+        data = self._parse(self._raw_line(limit))
+        if data is None:
+            raise StreamBroken("the remote stream sent a malformed line")
+        return data
+
+    def _raw_line(self, limit: int) -> bytes:
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                break
+            if len(self.buf) - self.pos > limit:
                 raise StreamBroken("the remote stream sent an over-long line")
             self._fill()
-        raw, _, rest = bytes(self.buf).partition(b"\n")
-        self.buf = bytearray(rest)
+        raw = self.buf[self.pos : end]
+        self.pos = end + 1
         if ssh_shell.NO_PYTHON_MARK.encode() in raw:
             raise RemoteUnavailableError(
                 "Remote transfer needs python3, which is not on the remote PATH.",
                 hint="Load a python3 module in your remote shell profile, or ask the admins for python3.",
             )
+        return raw
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any] | None:
         try:
             data = json.loads(raw.decode("utf-8"))
         except ValueError:
-            raise StreamBroken("the remote stream sent a malformed line") from None
-        if not isinstance(data, dict):
-            raise StreamBroken("the remote stream sent a malformed line")
-        return data
+            return None
+        return data if isinstance(data, dict) else None
 
     def exactly(self, count: int) -> Iterator[bytes]:
         """`count` bytes, in blocks of at most CHUNK."""
         left = count
         while left > 0:
-            if not self.buf:
+            if self.pos >= len(self.buf):
                 self._fill()
-            block = bytes(self.buf[:left]) if len(self.buf) > left else bytes(self.buf)
-            del self.buf[: len(block)]
-            left -= len(block)
+            take = min(left, len(self.buf) - self.pos)
+            block = self.buf[self.pos : self.pos + take]
+            self.pos += take
+            left -= take
             yield block
 
 
@@ -169,18 +184,24 @@ def upload_request(base: str, items: Sequence[Transfer], mtimes: Sequence[int], 
 def send_files(chan: Channel, items: Sequence[Transfer], offsets: Sequence[int], moved: Moved):
     """Write each file's bytes after its offset, hashing all of it here; raise VerificationError
     when a local file no longer matches its expected sha256 (it changed since the plan)."""
+    pending: list[bytes] = []  # small files go out together, CHUNK at a time
+    queued = 0
     for item, offset in zip(items, offsets, strict=True):
         local = Path(item.local)
         h = sha256_prefix(local, offset) if offset else hashlib.sha256()
         left = item.size - offset
-        with local.open("rb") as fh:
+        with local.open("rb", buffering=0) as fh:
             fh.seek(offset)
             while left > 0:
                 block = fh.read(min(CHUNK, left))
                 if not block:
                     break
                 h.update(block)
-                chan.sendall(block)
+                pending.append(block)
+                queued += len(block)
+                if queued >= CHUNK:
+                    chan.sendall(b"".join(pending))
+                    pending, queued = [], 0
                 left -= len(block)
                 moved(item.remote, len(block))
             grown = os.fstat(fh.fileno()).st_size != item.size  # rewritten while it was sent
@@ -189,6 +210,8 @@ def send_files(chan: Channel, items: Sequence[Transfer], offsets: Sequence[int],
                 f"Local file {local} changed: sha256 {h.hexdigest()} != expected {item.sha256}; "
                 "re-run to re-plan."
             )
+    if pending:
+        chan.sendall(b"".join(pending))
 
 
 def receive_files(
@@ -200,6 +223,7 @@ def receive_files(
     redo: list[Transfer] = []
     bad: list[tuple[Transfer, str]] = []
     resumed = 0
+    made: set[Path] = set()
     for item, offset in zip(items, offsets, strict=True):
         head = reader.line()
         if "error" in head:
@@ -215,7 +239,9 @@ def receive_files(
                 f"(from {where}); re-run to re-plan."
             )
         local = Path(item.local)
-        local.parent.mkdir(parents=True, exist_ok=True)
+        if local.parent not in made:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            made.add(local.parent)
         h = sha256_prefix(local, start) if start else hashlib.sha256()
         resumed += bool(start)
         with local.open("r+b" if start else "wb") as fh:
@@ -274,7 +300,7 @@ class StreamTransfers:
                 chan.shutdown_write()
             reader = Reader(chan)
             what = "upload" if request["op"] == "recv" else "download"
-            first = answer(reader.answer(), what, self.label)
+            first = answer(reader.answer(LINE_MAX + PER_FILE_MAX * len(request["files"])), what, self.label)
         except BaseException:
             chan.close()
             raise
@@ -322,13 +348,14 @@ class StreamTransfers:
                 raise StreamBroken("the remote upload stream kept more bytes than the file has")
             with self._lock:
                 self.stats.resumed += sum(1 for o in offsets if o)
+            limit = LINE_MAX + PER_FILE_MAX * len(group)
             try:
                 send_files(chan, group, offsets, moved)
             except (EOFError, OSError):  # the agent stopped reading: its last line says why
-                answer(reader.answer(), "upload", self.label)
+                answer(reader.answer(limit), "upload", self.label)
                 raise
             chan.shutdown_write()
-            shas = answer(reader.answer(), "upload", self.label).get("result", {}).get("files")
+            shas = answer(reader.answer(limit), "upload", self.label).get("result", {}).get("files")
             if not isinstance(shas, list) or len(shas) != len(group):
                 raise StreamBroken("the remote upload stream sent no hashes")
         finally:
