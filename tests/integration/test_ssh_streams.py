@@ -56,13 +56,14 @@ def _sha(path: Path) -> str:
 
 
 def test_many_small_files_move_in_one_exec_each_way(transport, base: Path, tmp_path: Path) -> None:
-    """600 small files: one agent exec up and one down, no SFTP session, no per-file round trip."""
-    items = _files(tmp_path / "src", 600, 2048)
+    """2,000 small files (more than a default descriptor limit; answer lines of ~136 KB): one
+    agent exec up and one down, no retry, no SFTP session, no per-file round trip."""
+    items = _files(tmp_path / "src", 2000, 1024)
     transport.upload(items)
-    assert transport.stats.execs == 1 and transport.stats.sftp_sessions == 0
+    assert transport.stats.execs == 1 and transport.stats.sftp_sessions == 0 and transport.stats.retries == 0
     back = [Transfer(i.remote, tmp_path / "back" / i.remote, i.size, i.sha256) for i in items]
     transport.download(back)
-    assert transport.stats.execs == 2 and transport.stats.sftp_sessions == 0
+    assert transport.stats.execs == 2 and transport.stats.sftp_sessions == 0 and transport.stats.retries == 0
     for item, got in zip(items, back, strict=True):
         assert _sha(base / item.remote) == item.sha256 == _sha(got.local)
     total = sum(i.size for i in items)
