@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
+from builders import make_dataset
 
 from usrbatch.cli import (
     data_cmds,
@@ -81,16 +82,19 @@ def test_remotes_list_imports_neither_pyarrow_nor_paramiko(tmp_path: Path) -> No
     assert "paramiko" not in heavy
 
 
-def test_local_remote_diff_never_imports_paramiko(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from builders import make_dataset  # type: ignore[import-not-found]
-
+def local_remote(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A dataset on a `local` remote, an empty local root and the remotes.yaml naming the remote."""
     remote = tmp_path / "remote"
     make_dataset(remote, "densegen/demo")
     (tmp_path / "local").mkdir()
     cfg = tmp_path / "remotes.yaml"
     cfg.write_text(f"remotes:\n  hpc:\n    type: local\n    base_dir: {remote}\n")
-    argv = ["--root", str(tmp_path / "local"), "--remotes-config", str(cfg), "diff", "densegen/demo", "hpc"]
+    return tmp_path / "local", remote, cfg
+
+
+def test_local_remote_diff_never_imports_paramiko(tmp_path: Path) -> None:
+    local, _remote, cfg = local_remote(tmp_path)
+    argv = ["--root", str(local), "--remotes-config", str(cfg), "diff", "densegen/demo", "hpc"]
     code, heavy, out = probe("usr_main", *argv, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert code == 0, out
     assert "Status" in out
@@ -98,9 +102,6 @@ def test_local_remote_diff_never_imports_paramiko(tmp_path: Path) -> None:
 
 
 def test_events_tail_reads_the_log_without_pyarrow(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from builders import make_dataset  # type: ignore[import-not-found]
-
     make_dataset(tmp_path, "densegen/demo")
     code, heavy, out = probe("usr_main", "--root", str(tmp_path), "events", "tail", "densegen/demo")
     assert code == 0, out
@@ -110,26 +111,10 @@ def test_events_tail_reads_the_log_without_pyarrow(tmp_path: Path) -> None:
 
 def test_data_command_that_reads_parquet_does_import_pyarrow(tmp_path: Path) -> None:
     """The boundary is real: a command that reads parquet still gets pyarrow when it runs."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from builders import make_dataset  # type: ignore[import-not-found]
-
     make_dataset(tmp_path, "densegen/demo")
     code, heavy, out = probe("usr_main", "--root", str(tmp_path), "info", "densegen/demo")
     assert code == 0, out
     assert "pyarrow" in heavy
-
-
-def local_remote(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A dataset on a `local` remote, an empty local root and the remotes.yaml naming the remote."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from builders import make_dataset  # type: ignore[import-not-found]
-
-    remote = tmp_path / "remote"
-    make_dataset(remote, "densegen/demo")
-    (tmp_path / "local").mkdir()
-    cfg = tmp_path / "remotes.yaml"
-    cfg.write_text(f"remotes:\n  hpc:\n    type: local\n    base_dir: {remote}\n")
-    return tmp_path / "local", remote, cfg
 
 
 @pytest.mark.parametrize("command", ["pull", "push", "diff"])
@@ -185,9 +170,6 @@ def test_openssh_remote_never_loads_paramiko_or_pyarrow(
     """With the openssh transport, `diff`, `remotes status`, a pull that copies every file and a
     no-op pull import neither paramiko nor pyarrow; the same diff over `transport: paramiko` does
     import paramiko (the probe sees a real import)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
-    from builders import make_dataset  # type: ignore[import-not-found]
-
     remote = tmp_path / "remote"
     make_dataset(remote, "densegen/demo")
     local = tmp_path / "local"
