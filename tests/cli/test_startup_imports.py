@@ -19,6 +19,7 @@ from builders import make_dataset
 from usrbatch.cli import (
     data_cmds,
     events_cmds,
+    ls_cmds,
     namespace_cmds,
     remotes_cmds,
     sync_cmds,
@@ -106,6 +107,14 @@ def test_events_tail_reads_the_log_without_pyarrow(tmp_path: Path) -> None:
     code, heavy, out = probe("usr_main", "--root", str(tmp_path), "events", "tail", "densegen/demo")
     assert code == 0, out
     assert "import_rows" in out
+    assert "pyarrow" not in heavy
+
+
+def test_ls_lists_datasets_without_pyarrow(tmp_path: Path) -> None:
+    make_dataset(tmp_path, "densegen/demo")
+    code, heavy, out = probe("usr_main", "--root", str(tmp_path), "ls")
+    assert code == 0, out
+    assert "densegen/demo" in out
     assert "pyarrow" not in heavy
 
 
@@ -230,7 +239,7 @@ def first_paragraph(command: click.Command) -> str:
 def test_usr_lazy_table_matches_every_registered_command() -> None:
     """Every command a module registers is in the lazy table, pointing at that object, same summary."""
     want: dict[str, click.Command] = {}
-    for module in (data_cmds, namespace_cmds, events_cmds, sync_cmds, remotes_cmds):
+    for module in (data_cmds, ls_cmds, namespace_cmds, events_cmds, sync_cmds, remotes_cmds):
         want.update(registered(module))
     assert set(usr_main.COMMANDS) == set(want)
     for name, entry in usr_main.COMMANDS.items():

@@ -1,5 +1,5 @@
-"""`usr` dataset commands: init, import, attach, head, info, validate, ls (namespaces:
-namespace_cmds.py; the event log: events_cmds.py).
+"""`usr` dataset commands: init, import, attach, head, info, validate (namespaces:
+namespace_cmds.py; the event log: events_cmds.py; `ls`: ls_cmds.py).
 
 Each command parses its options, calls one library function in usrbatch.dataset and renders the
 result. User mistakes surface as UsrError, which `run_cli` prints as `ERROR: ...` with exit 2.
@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from usrbatch.cli.common import UsrContext, pass_usr, say
-from usrbatch.dataset.catalog import dataset_info, list_datasets, validate_dataset
+from usrbatch.dataset.catalog import dataset_info, validate_dataset
 from usrbatch.dataset.event_append import require_complete_log
 from usrbatch.dataset.overlay_write import attach
 from usrbatch.dataset.preview import (
@@ -288,19 +288,6 @@ def _torn_log_fix(dataset_dir: Path) -> str | None:
     return None
 
 
-@click.command("ls")
-@click.option("--format", "fmt", type=click.Choice(["plain", "json"]), default="plain", show_default=True)
-@pass_usr
-def ls_cmd(usr: UsrContext, fmt: str) -> None:
-    """List datasets under the root."""
-    ids = list_datasets(usr.root)
-    if fmt == "json":
-        click.echo(json.dumps({"root": str(usr.root), "datasets": ids}))
-        return
-    for dataset_id in ids:
-        click.echo(dataset_id)
-
-
 def register(group: click.Group) -> None:
     """Add this module's commands to the `usr` group."""
     for command in (
@@ -310,6 +297,5 @@ def register(group: click.Group) -> None:
         head_cmd,
         info_cmd,
         validate_cmd,
-        ls_cmd,
     ):
         group.add_command(command)

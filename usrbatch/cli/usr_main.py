@@ -33,7 +33,7 @@ COMMANDS = {
     "validate": LazyCommand(
         f"{DATA}:validate_cmd", "Check DATASET: schema, metadata, ids, overlays and the event log."
     ),
-    "ls": LazyCommand(f"{DATA}:ls_cmd", "List datasets under the root."),
+    "ls": LazyCommand("usrbatch.cli.ls_cmds:ls_cmd", "List datasets under the root."),
     "events": LazyCommand("usrbatch.cli.events_cmds:events_group", "The dataset event log (.events.log)."),
     "diff": LazyCommand(
         f"{SYNC}:diff_cmd",
