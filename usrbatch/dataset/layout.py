@@ -7,7 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from usrbatch import files
 from usrbatch.errors import DatasetError
@@ -48,9 +48,18 @@ class Category(StrEnum):
     RUNTIME = "runtime"
 
 
+def _parts(relpath: str) -> list[str]:
+    """`PurePosixPath(relpath).parts` for a relative path, without building a path object (this
+    runs for every file of every inventory: a string split is ~20x cheaper)."""
+    parts = relpath.split("/")
+    if "" in parts or "." in parts:
+        return [p for p in parts if p and p != "."]
+    return parts
+
+
 def is_runtime(relpath: str) -> bool:
     """True for lock/lease/temp paths that sync never inventories nor transfers."""
-    parts = PurePosixPath(relpath).parts
+    parts = _parts(relpath)
     if not parts:
         return False
     top = parts[0]
@@ -64,14 +73,14 @@ def is_reserved(relpath: str) -> bool:
     pull staging dirs and promotion journals): such a path is never dataset payload."""
     if is_runtime(relpath):
         return True
-    return any(part.startswith(RESERVED_PREFIXES) for part in PurePosixPath(relpath).parts)
+    return any(part.startswith(RESERVED_PREFIXES) for part in _parts(relpath))
 
 
 def classify(relpath: str) -> Category:
     """The sync category of a path relative to the dataset dir (POSIX separators)."""
     if is_runtime(relpath):
         return Category.RUNTIME
-    parts = PurePosixPath(relpath).parts
+    parts = _parts(relpath)
     if relpath == RECORDS:
         return Category.PRIMARY
     if relpath == META:

@@ -7,7 +7,7 @@ so both sides are described identically: relpath → size, mtime_ns, sha256, cat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from usrbatch.agent import remote as agent
 from usrbatch.dataset.layout import (
@@ -60,7 +60,7 @@ def reject_reserved(inv: Inventory, *, side: str, where: str) -> None:
     such a file is never payload, whichever transport listed it. Upload temps (which a push
     removes) must be clean paths with our temp prefix."""
     bad = [rel for rel in inv.files if not _clean(rel) or is_reserved(rel)]
-    bad += [r for r in inv.temps if not _clean(r) or not PurePosixPath(r).name.startswith(TEMP_PREFIX)]
+    bad += [r for r in inv.temps if not _clean(r) or not r.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)]
     if not bad:
         return
     bad.sort()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from usrbatch.errors import TransferError
@@ -206,7 +206,7 @@ def validate_relpath(raw: str, *, what: str = "path") -> str:
     )
     if bad:
         raise TransferError(f"{what} contains unsafe relative path {raw!r}.")
-    return str(PurePosixPath(text))
+    return text  # no empty, `.` or `..` part and no leading `/`: already PurePosixPath's form
 
 
 def iter_chunks(fh, size: int = 1024 * 1024) -> Iterator[bytes]:
