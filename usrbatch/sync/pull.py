@@ -5,13 +5,11 @@ guided by a journal (a crash mid-promotion rolls forward on the next run)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
 from usrbatch.auditlog import get_logger
 from usrbatch.dataset.event_revision import (
-    ABSENT,
     EventRevision,
     capture_validated_revision,
     prove_pull_extends,
@@ -21,11 +19,11 @@ from usrbatch.dataset.layout import (
     RECORDS,
     dataset_dir,
     is_runtime,
-    normalize_dataset_id,
 )
-from usrbatch.errors import DatasetError, TransferError, UsrError, VerificationError
+from usrbatch.errors import TransferError, UsrError, VerificationError
 from usrbatch.files import prune_empty
 from usrbatch.sync import payload as pl
+from usrbatch.sync import stages
 from usrbatch.sync import staging as stg
 from usrbatch.sync.inventory import (
     sections,
@@ -44,13 +42,6 @@ from usrbatch.sync.stages import (
     LOCAL_CHANGED,
     PENDING_NOTE,
     Observation,
-    check_flags,
-    done,
-    done_transferred,
-    local_event_lock,
-    local_lock,
-    observe,
-    recover_interrupted,
 )
 from usrbatch.sync.verify import (
     SidecarState,
@@ -100,51 +91,27 @@ def pull(
     transport and lock failures. The local dataset is untouched unless promotion starts; an
     interrupted promotion is completed by the next pull or push.
     """
-    started = time.monotonic()
-    opts = opts or SyncOptions()
-    check_flags(opts)
-    root = Path(root)
-    ds = normalize_dataset_id(dataset_id)
-    local_dir = dataset_dir(root, ds)
-    notes = [] if opts.dry_run else recover_interrupted(root, ds, local_dir, opts)
-
-    obs = observe(root, ds, transport, opts, "pull")
-    if RECORDS not in obs.remote.files:
-        raise DatasetError(f"Refusing pull for dataset '{ds}': remote records.parquet is missing.")
-    if on_plan is not None:
-        on_plan(obs.plan.summary)
+    start = stages.begin("pull", root, dataset_id, opts)
+    opts, ds, local_dir, notes = start.opts, start.ds, start.local_dir, start.notes
+    obs = stages.first_look(start, transport, on_plan)
     if opts.full:
         capture_validated_revision(local_dir / EVENTS)
     if not obs.plan.has_change:
-        return done("pull", ds, obs.plan.summary, opts, started, notes=notes)
+        return start.done(obs.plan.summary)
     if opts.dry_run:
-        if stg.pending_journals(root, ds, local_dir):
+        if stg.pending_journals(start.root, ds, local_dir):
             notes.append(PENDING_NOTE)
-        return done("pull", ds, obs.plan.summary, opts, started, notes=notes)
+        return start.done(obs.plan.summary)
 
-    events_mode = "exclusive" if opts.full else "none"
     created = not local_dir.exists()
     try:
-        with (
-            local_lock(local_dir, ds, opts),
-            transport.lease(ds, timeout=opts.lock_timeout, events=events_mode) as lease,
-        ):
-            local_rev = ABSENT
-            if opts.full:
-                with local_event_lock(local_dir, ds, opts):
-                    local_rev = capture_validated_revision(local_dir / EVENTS)
-            obs = observe(root, ds, transport, opts, "pull")
+        with stages.locked(start, transport) as held:
+            lease, obs, local_rev = held.lease, held.obs, held.local_rev
             plan = obs.plan
-            if RECORDS not in obs.remote.files:
-                raise DatasetError(f"Refusing pull for dataset '{ds}': remote records.parquet is missing.")
-            if opts.full:
-                entry = obs.local.files.get(EVENTS)
-                if (entry.sha256 if entry else None) != local_rev.sha256:
-                    raise VerificationError(LOCAL_CHANGED)
             if not plan.has_change:
-                return done("pull", ds, plan.summary, opts, started, locked=True, notes=notes)
+                return start.done(plan.summary, locked=True)
 
-            staging, resumable = stg.prepare_staging(root, ds, plan.send)
+            staging, resumable = stg.prepare_staging(start.root, ds, plan.send)
             if resumable:
                 get_logger().info("sync.resume", dataset=ds, bytes=resumable, staging=staging.name)
             promotion_started = keep_for_resume = False
@@ -173,7 +140,7 @@ def pull(
                 staged = stg.walk_staged(staging, {e.path: e for e in plan.send}, inodes)
                 _verify_staged(ds, staging, obs, staged, local_rev, opts)
                 pl.check_staged(ds, staging, plan.send, transport.label)  # post-pull-payload
-                with local_event_lock(local_dir, ds, opts) if opts.full else ExitStack():
+                with stages.local_event_lock(local_dir, ds, opts) if opts.full else ExitStack():
                     if opts.full:
                         now = capture_validated_revision(local_dir / EVENTS)
                         if now != local_rev:
@@ -210,9 +177,9 @@ def pull(
                 raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")
     except BaseException:
         if created:
-            _drop_if_only_runtime(root, local_dir)
+            _drop_if_only_runtime(start.root, local_dir)
         raise
-    return done_transferred("pull", ds, plan, opts, started, notes)
+    return start.done_transferred(plan)
 
 
 def _verify_staged(

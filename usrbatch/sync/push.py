@@ -5,13 +5,10 @@ returns the post-apply inventory, against which primary, event log and sidecars 
 from __future__ import annotations
 
 import secrets
-import time
-from contextlib import ExitStack
 from pathlib import Path
 
 from usrbatch.auditlog import get_logger
 from usrbatch.dataset.event_revision import (
-    ABSENT,
     EventRevision,
     capture_validated_revision,
     prove_push_prefix,
@@ -19,11 +16,10 @@ from usrbatch.dataset.event_revision import (
 from usrbatch.dataset.layout import (
     EVENTS,
     RECORDS,
-    dataset_dir,
-    normalize_dataset_id,
 )
-from usrbatch.errors import DatasetError, TransferError, VerificationError
+from usrbatch.errors import TransferError, VerificationError
 from usrbatch.sync import payload as pl
+from usrbatch.sync import stages
 from usrbatch.sync.inventory import (
     reject_unsafe,
     remote_inventory,
@@ -41,13 +37,6 @@ from usrbatch.sync.stages import (
     DRY_RUN_PUSH_NOTE,
     KEPT_REMOTE,
     Observation,
-    check_flags,
-    done,
-    done_transferred,
-    local_event_lock,
-    local_lock,
-    observe,
-    recover_interrupted,
     remote_revision,
 )
 from usrbatch.sync.temps import cleanup_remote, upload_temp
@@ -74,50 +63,27 @@ def push(
     that is not a prefix of the local one and for `post-push`/`post-push-sidecars` mismatches,
     TransferError for transport and lock failures. A failed upload leaves both sides unchanged.
     """
-    started = time.monotonic()
-    opts = opts or SyncOptions()
-    check_flags(opts)
-    root = Path(root)
-    ds = normalize_dataset_id(dataset_id)
-    local_dir = dataset_dir(root, ds)
-    if not (local_dir / RECORDS).is_file():
-        raise DatasetError(f"Refusing push for dataset '{ds}': local records.parquet is missing.")
-    notes = [] if opts.dry_run else recover_interrupted(root, ds, local_dir, opts)
-
-    obs = observe(root, ds, transport, opts, "push")
-    if RECORDS not in obs.local.files:
-        raise DatasetError(f"Refusing push for dataset '{ds}': local records.parquet is missing.")
-    if on_plan is not None:
-        on_plan(obs.plan.summary)
+    start = stages.begin("push", root, dataset_id, opts)
+    opts, ds, local_dir, notes = start.opts, start.ds, start.local_dir, start.notes
+    obs = stages.first_look(start, transport, on_plan)
     if opts.full:
         local_rev = capture_validated_revision(local_dir / EVENTS)
         if opts.dry_run or obs.plan.has_change:
             prove_push_prefix(local_dir / EVENTS, local_rev, remote_revision(obs.remote))
     if not obs.plan.has_change:
-        return done("push", ds, obs.plan.summary, opts, started, notes=notes)
+        return start.done(obs.plan.summary)
     if opts.dry_run:
         if opts.full:
             notes.append(DRY_RUN_PUSH_NOTE)
-        return done("push", ds, obs.plan.summary, opts, started, notes=notes)
+        return start.done(obs.plan.summary)
 
-    events_mode = "shared" if opts.full else "none"
-    with ExitStack() as locks:
-        locks.enter_context(local_lock(local_dir, ds, opts))
-        lease = locks.enter_context(transport.lease(ds, timeout=opts.lock_timeout, events=events_mode))
-        local_rev = ABSENT
-        if opts.full:
-            # Held through remote verification: local appenders wait until the push is proven.
-            locks.enter_context(local_event_lock(local_dir, ds, opts))
-            local_rev = capture_validated_revision(local_dir / EVENTS)
-        obs = observe(root, ds, transport, opts, "push")
+    with stages.locked(start, transport) as held:
+        lease, obs, local_rev = held.lease, held.obs, held.local_rev
         plan = obs.plan
         if opts.full:
-            entry = obs.local.files.get(EVENTS)
-            if (entry.sha256 if entry else None) != local_rev.sha256:
-                raise VerificationError("Event log changed during validation")
             prove_push_prefix(local_dir / EVENTS, local_rev, remote_revision(obs.remote))
         if not plan.has_change:
-            return done("push", ds, plan.summary, opts, started, locked=True, notes=notes)
+            return start.done(plan.summary, locked=True)
         local_state = SidecarState.of(sections(obs.local))
         pl.check_local(ds, local_dir, plan.send)  # pre-push-payload
 
@@ -171,7 +137,7 @@ def push(
             raise
         if not lease.alive():
             raise TransferError(f"Remote dataset lease for '{ds}' was lost on {transport.label}")
-    return done_transferred("push", ds, plan, opts, started, notes)
+    return start.done_transferred(plan)
 
 
 def _verify_pushed(
