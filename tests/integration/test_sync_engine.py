@@ -18,7 +18,7 @@ from pathlib import Path
 import paramiko
 import pyarrow.parquet as pq
 import pytest
-from builders import make_dataset, tree, write_part, write_records
+from builders import add_event, make_dataset, tree, write_part, write_records
 
 from usrbatch import auditlog
 from usrbatch.errors import VerificationError
@@ -246,3 +246,33 @@ def test_reserved_remote_name_is_refused_over_the_sh_fallback_too(sides, sshd_se
     finally:
         sh.close()
     assert not (sides.local_root / ds).exists()
+
+
+def test_noop_pull_and_incremental_push_round_trips_do_not_grow_with_the_part_count(sides, sshd_server):
+    """Counted, not timed (bench/bench_b.py B3/B4 time them): a no-op pull is ONE exec and a push
+    of 3 new parts + 1 event line takes as many execs at 150 parts as at 5."""
+    counts: dict[int, tuple[int, int]] = {}
+    for n in (5, 150):
+        ds = f"densegen/parts{n}"
+        remote = make_dataset(sides.remote_root, ds)
+        first = (sides.remote_root / ds / "_derived" / write_part(remote, "infer")).read_bytes()
+        for i in range(n - 1):
+            (remote / "_derived" / "infer" / f"part-{i:05d}.parquet").write_bytes(first)
+        engine.pull(sides.local_root, ds, sides.transport)
+        local = sides.local_root / ds
+        fresh = open_transport(sides.transport.remote, ssh_config_path=sshd_server.ssh_config)
+        try:
+            assert engine.pull(sides.local_root, ds, fresh).transfer_state == "NO-OP"
+            noop_pull = fresh.stats.execs
+            for _ in range(3):
+                write_part(local, "infer")
+            add_event(local, "attach", n=n)
+            res = engine.push(sides.local_root, ds, fresh)
+            assert res.files_sent == 4
+            counts[n] = (noop_pull, fresh.stats.execs - noop_pull)
+        finally:
+            fresh.close()
+        assert tree(local) == tree(remote)
+    assert counts[5] == counts[150], counts
+    assert counts[5][0] == 1, counts
+    print(f"execs (no-op pull, incremental push): {counts}")
