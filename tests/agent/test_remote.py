@@ -290,6 +290,34 @@ def test_lease_op_prints_marker_blocks_and_releases_on_eof(tmp_path: Path) -> No
     assert not list((tmp_path / "ns" / "ds").glob(".usr.lease.*"))
 
 
+def test_lease_op_with_inventory_answers_it_after_the_marker_under_the_lock(tmp_path: Path) -> None:
+    ds = tmp_path / "ns" / "ds"
+    (ds / "_derived" / "x").mkdir(parents=True)
+    (ds / "records.parquet").write_bytes(b"r")
+    (ds / "_derived" / "x" / "part-1.parquet").write_bytes(b"p")
+    proc = subprocess.Popen([sys.executable, str(AGENT_PY)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    req = {"op": "lease", "base": str(tmp_path), "rel": "ns/ds", "token": "i" * 32, "timeout": 2}
+    req["inventory"] = {"parquet_stats": False}
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(json.dumps(req).encode() + b"\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().decode().strip() == "USR_REMOTE_LOCK_ACQUIRED:" + "i" * 32
+    answer = json.loads(proc.stdout.readline())
+    assert answer["ok"] is True
+    expected = agent.inventory(str(ds), True, False, str(tmp_path / "c.json"))
+    assert answer["result"]["files"] == expected["files"]
+    assert sorted(answer["result"]["files"]) == [
+        "_derived/x/part-1.parquet",
+        "records.parquet",
+    ]  # no lock files
+    with pytest.raises(agent.LockTimeout), agent.hold_lock(str(ds), timeout=0.2):
+        pass  # still held while the answer is read
+    proc.stdin.write(b"release\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().decode().strip() == "USR_REMOTE_LOCK_RELEASED:" + "i" * 32
+    assert proc.wait(timeout=10) == 0
+
+
 def test_lease_op_releases_on_release_line(tmp_path: Path) -> None:
     got: list[bytes] = []
 

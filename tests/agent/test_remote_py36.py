@@ -156,6 +156,7 @@ def test_lease_holds_the_dataset_lock_on_python_3_6(tmp_path: Path, agent_python
         "token": "t36",
         "timeout": 10,
         "events": "exclusive",
+        "inventory": {"parquet_stats": True},  # answered on the line after the marker
     }
     proc = subprocess.Popen(
         [agent_python_36, "-c", ssh_shell.BOOTSTRAP],
@@ -168,6 +169,8 @@ def test_lease_holds_the_dataset_lock_on_python_3_6(tmp_path: Path, agent_python
         proc.stdin.write(ssh_shell.agent_stdin(req))
         proc.stdin.flush()
         assert proc.stdout.readline() == b"USR_REMOTE_LOCK_ACQUIRED:t36\n"
+        answer = json.loads(proc.stdout.readline().decode())
+        assert answer["ok"] and "records.parquet" in answer["result"]["files"]
         with pytest.raises(agent.LockTimeout), agent.hold_lock(str(tmp_path / "ns" / "demo"), timeout=0.2):
             pass
         proc.stdin.write(b"release\n")

@@ -305,6 +305,24 @@ def test_lease_contention_times_out_and_lease_dies_with_connection(
     assert not pwned.exists()
 
 
+def test_lease_with_inventory_is_one_exec_and_equals_the_inventory(
+    transport: SshTransport, base: Path
+) -> None:
+    _make_dataset(base / "big", derived_files=300)
+    with transport.lease("big", timeout=5, inventory=True) as lease:
+        assert transport.stats.execs == 1
+        assert lease.alive() and lease.inventory is not None
+        with pytest.raises(agent.LockTimeout), agent.hold_lock(str(base / "big"), timeout=0.2):
+            pass
+    assert not lease.alive()
+    plain = transport.inventory("big")
+    assert lease.inventory.files == plain.files and len(plain.files) == 304
+    assert sorted(lease.inventory.rejected) == sorted(plain.rejected)
+    assert lease.inventory.events_lines == 2
+    with transport.lease("big", timeout=5) as bare:
+        assert bare.inventory is None
+
+
 def test_lease_with_event_lock_and_release(transport: SshTransport, base: Path) -> None:
     with transport.lease("ds", timeout=5, events="exclusive") as lease:
         assert lease.alive()

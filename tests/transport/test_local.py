@@ -156,6 +156,17 @@ def test_lease_excludes_other_holders_and_times_out(base):
         pass
 
 
+def test_lease_with_inventory_takes_it_under_the_lock(base):
+    t = LocalTransport(base)
+    (base / "ns" / "new").mkdir(parents=True)
+    (base / "ns" / "new" / "x").write_bytes(b"X")
+    with t.lease("ns/new", timeout=1, inventory=True) as lease:
+        assert lease.inventory is not None and lease.inventory.files == t.inventory("ns/new").files
+        assert list(lease.inventory.files) == ["x"]  # the lock files are not payload
+    with t.lease("ns/new", timeout=1) as plain:
+        assert plain.inventory is None
+
+
 def test_event_lease_blocks_an_exclusive_appender_until_release(base):
     import fcntl
 

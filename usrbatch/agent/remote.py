@@ -1670,7 +1670,11 @@ def _emit(line):
 
 
 def run_lease(req, stdin):
-    """The `lease` op: lock, print the ACQUIRED marker, block until release/EOF. Returns exit code."""
+    """The `lease` op: lock, print the ACQUIRED marker, block until release/EOF. Returns exit code.
+
+    With `inventory` ({"parquet_stats": bool}) the line after the marker is the dataset's
+    inventory taken under the lock ({"ok": true, "result": ...} as any op answers, or ok false),
+    so a sync re-observes the locked remote without another round trip."""
     base = expand_base(req["base"])
     rel = check_rel(req["rel"], "dataset dir")
     token = str(req["token"])
@@ -1684,6 +1688,15 @@ def run_lease(req, stdin):
         return LOCK_TIMEOUT_EXIT
     try:
         _emit("USR_REMOTE_LOCK_ACQUIRED:" + token)
+        if isinstance(req.get("inventory"), dict):
+            try:
+                answer = {
+                    "ok": True,
+                    "result": inventory(path, True, bool(req["inventory"].get("parquet_stats"))),
+                }
+            except Exception as exc:  # the caller raises a TransferError and releases
+                answer = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
+            _emit(json.dumps(answer, separators=(",", ":")))
         while True:
             line = stdin.readline()
             if not line or line.strip() == b"release":

@@ -74,10 +74,19 @@ def remote_revision(inv: Inventory) -> EventRevision:
     return EventRevision(True, entry.size, entry.sha256, int(inv.events_lines or 0))
 
 
-def observe(root: Path, ds: str, transport: Transport, opts: SyncOptions, direction: str) -> Observation:
-    """Both inventories (one transport round trip), unsafe entries rejected, then the plan."""
+def observe(
+    root: Path,
+    ds: str,
+    transport: Transport,
+    opts: SyncOptions,
+    direction: str,
+    remote: Inventory | None = None,
+) -> Observation:
+    """Both inventories (one transport round trip, none when `remote` is given: the lease's),
+    unsafe entries rejected, then the plan."""
     parquet = opts.verify == "parquet"
-    remote = remote_inventory(transport, ds, parquet_stats=parquet)
+    if remote is None:
+        remote = remote_inventory(transport, ds, parquet_stats=parquet)
     reject_unsafe(remote, side="Remote", where=f"{transport.label}/{ds}")
     reject_reserved(remote, side="Remote", where=f"{transport.label}/{ds}")
     local_dir = dataset_dir(root, ds)
@@ -223,21 +232,30 @@ def first_look(start: Start, transport: Transport, on_plan: PlanHook | None) -> 
 def locked(start: Start, transport: Transport) -> Iterator[Locked]:
     """The local dataset lock and the remote lease (with the remote event-log lock in full mode:
     exclusive for a pull, shared for a push), the local event revision captured, both sides
-    observed again. A pull holds the local event lock only while capturing (it takes it again to
-    promote); a push holds it through remote verification, so local appenders wait until the
-    push is proven. Raises VerificationError when the local log changed since the capture."""
+    observed again (the remote inventory comes in the lease's own round trip). A pull holds the
+    local event lock only while capturing (it takes it again to promote); a push holds it
+    through remote verification, so local appenders wait until the push is proven. Raises
+    VerificationError when the local log changed since the capture."""
     opts, ds, local_dir = start.opts, start.ds, start.local_dir
     events_mode = ("exclusive" if start.action == "pull" else "shared") if opts.full else "none"
     with ExitStack() as stack:
         stack.enter_context(local_lock(local_dir, ds, opts))
-        lease = stack.enter_context(transport.lease(ds, timeout=opts.lock_timeout, events=events_mode))
+        lease = stack.enter_context(
+            transport.lease(
+                ds,
+                timeout=opts.lock_timeout,
+                events=events_mode,
+                inventory=True,
+                parquet_stats=opts.verify == "parquet",
+            )
+        )
         local_rev = ABSENT
         if opts.full:
             with ExitStack() as capture:
                 events = local_event_lock(local_dir, ds, opts)
                 (stack if start.action == "push" else capture).enter_context(events)
                 local_rev = capture_validated_revision(local_dir / EVENTS)
-        obs = observe(start.root, ds, transport, opts, start.action)
+        obs = observe(start.root, ds, transport, opts, start.action, lease.inventory)
         require_primary(start, obs)
         if opts.full:
             entry = obs.local.files.get(EVENTS)

@@ -121,9 +121,11 @@ EventLockMode = Literal["none", "shared", "exclusive"]
 
 
 class Lease(Protocol):
-    """A held remote dataset lock; `alive()` is False once the connection or holder died."""
+    """A held remote dataset lock; `alive()` is False once the connection or holder died.
+    `inventory` is the dataset's inventory taken under the lock when the lease asked for it."""
 
     token: str
+    inventory: Inventory | None
 
     def alive(self) -> bool: ...
 
@@ -180,10 +182,18 @@ class Transport(Protocol):
         ...
 
     def lease(
-        self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
+        self,
+        rel_dir: str,
+        *,
+        timeout: float = 300.0,
+        events: EventLockMode = "none",
+        inventory: bool = False,
+        parquet_stats: bool = False,
     ) -> AbstractContextManager[Lease]:
         """Hold `<rel_dir>/.usr.lock` (creating rel_dir), plus `.events.lock` in `events` mode,
-        for the duration of the context. Raises TransferError on timeout."""
+        for the duration of the context. Raises TransferError on timeout. With `inventory`, the
+        dataset is inventoried (every file hashed; `parquet_stats` as for `inventory()`) once
+        the lock is held, in the same round trip, into `lease.inventory`."""
         ...
 
     def close(self) -> None:

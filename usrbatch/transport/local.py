@@ -38,6 +38,7 @@ class LocalLease:
 
     token: str
     held: bool = field(default=True)
+    inventory: Inventory | None = None  # the dataset under the lock, when the lease asked for it
 
     def alive(self) -> bool:
         return self.held
@@ -155,9 +156,16 @@ class LocalTransport:
     # -- lease -------------------------------------------------------------------------------
     @contextmanager
     def lease(
-        self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
+        self,
+        rel_dir: str,
+        *,
+        timeout: float = 300.0,
+        events: EventLockMode = "none",
+        inventory: bool = False,
+        parquet_stats: bool = False,
     ) -> Iterator[LocalLease]:
-        """The agent's dataset lock, held by this process until the context exits."""
+        """The agent's dataset lock, held by this process until the context exits; with
+        `inventory` the locked dataset's inventory is taken once the lock is held."""
         target = self._abs(rel_dir, "dataset dir")
         lock = agent.hold_lock(str(target), timeout, events, base=str(self.base_dir))
         try:
@@ -174,6 +182,8 @@ class LocalTransport:
             ) from None
         lease = LocalLease(token=lock.token)
         try:
+            if inventory:
+                lease.inventory = self.inventory(rel_dir, parquet_stats=parquet_stats)
             yield lease
         finally:
             lease.held = False

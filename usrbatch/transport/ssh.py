@@ -538,12 +538,19 @@ class SshTransport(StreamTransfers):
 
     @contextlib.contextmanager
     def lease(
-        self, rel_dir: str, *, timeout: float = 300.0, events: EventLockMode = "none"
+        self,
+        rel_dir: str,
+        *,
+        timeout: float = 300.0,
+        events: EventLockMode = "none",
+        inventory: bool = False,
+        parquet_stats: bool = False,
     ) -> Iterator[SshLease]:
-        """Hold `<rel_dir>/.usr.lock` (+ `.events.lock`) via the agent on its own exec channel."""
+        """Hold `<rel_dir>/.usr.lock` (+ `.events.lock`) via the agent on its own exec channel;
+        with `inventory` the same exec inventories the locked dataset (`lease.inventory`)."""
         rel = validate_relpath(rel_dir, what="dataset dir")
         token = secrets.token_hex(16)
-        request = {
+        request: dict[str, Any] = {
             "op": "lease",
             "base": self.remote.base_dir,
             "rel": rel,
@@ -551,6 +558,8 @@ class SshTransport(StreamTransfers):
             "timeout": float(timeout),
             "events": events,
         }
+        if inventory:
+            request["inventory"] = {"parquet_stats": parquet_stats}
 
         def start() -> paramiko.Channel:
             # Open, exec and send as one retried unit: a link cut before the agent has the
@@ -567,7 +576,13 @@ class SshTransport(StreamTransfers):
 
         chan = self._retry(start, what="lease", path=rel)
         with hold_lease(
-            chan, token=token, dataset=rel, target=self.target, timeout=timeout, events=events
+            chan,
+            token=token,
+            dataset=rel,
+            target=self.target,
+            timeout=timeout,
+            events=events,
+            inventory=inventory,
         ) as held:
             yield held
 

@@ -5,6 +5,8 @@ or `..._TIMEOUT:<token>` marker, EOF, or a local deadline of timeout + 15 s. Oth
 noise: counted, never shown; remote stderr is never read into a message. On failure the channel
 is closed first. Release: `release\\n`, close stdin, wait up to 5 s for the exit status. When the
 SSH connection dies the agent sees EOF on stdin and releases: the lock dies with the connection.
+A lease asked for the dataset's inventory reads it from the one JSON line after the marker (taken
+under the lock, so a sync re-observes the locked remote without another round trip).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from usrbatch.errors import TransferError
+from usrbatch.transport.base import Inventory
 from usrbatch.transport.paramiko_lazy import paramiko_errors
 from usrbatch.transport.ssh_shell import NO_PYTHON_MARK
 
@@ -33,6 +36,7 @@ class SshLease:
 
     token: str
     channel: paramiko.Channel
+    inventory: Inventory | None = None  # the dataset under the lock, when the lease asked for it
 
     def alive(self) -> bool:
         transport = self.channel.get_transport()
@@ -50,6 +54,7 @@ class Handshake:
     outcome: str  # acquired | timeout | event-timeout | eof | deadline | agent-error | no-python
     noise: int
     detail: str | None = None
+    rest: bytes = b""  # what arrived after the marker line
 
 
 def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Handshake:
@@ -66,7 +71,7 @@ def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Hands
             raw, buf = buf.split(b"\n", 1)
             line = raw.decode("utf-8", "replace").strip()
             if line in wanted:
-                return Handshake(wanted[line], noise)
+                return Handshake(wanted[line], noise, rest=buf)
             if line == NO_PYTHON_MARK:
                 return Handshake("no-python", noise)
             if line.startswith("{"):
@@ -92,6 +97,39 @@ def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Hands
             buf = buf[-4096:]
 
 
+def read_answer_line(chan: paramiko.Channel, buf: bytes) -> bytes:
+    """The agent's next whole stdout line (no deadline: an inventory may hash for a while, as a
+    plain inventory exec may); b"" when the channel ends first."""
+    chunks = [buf]
+    while b"\n" not in chunks[-1]:
+        chan.settimeout(1.0)
+        try:
+            chunk = chan.recv(1 << 16)
+        except TimeoutError:
+            continue
+        except (OSError, EOFError, *paramiko_errors()):
+            return b""
+        if not chunk:
+            return b""
+        chunks.append(chunk)
+    return b"".join(chunks).split(b"\n", 1)[0]
+
+
+def _lease_inventory(chan: paramiko.Channel, rest: bytes, dataset: str, target: str) -> Inventory:
+    line = read_answer_line(chan, rest)
+    try:
+        data = json.loads(line)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or "ok" not in data:
+        raise TransferError(f"Remote inventory of '{dataset}' under its lease on {target} gave no answer.")
+    if not data["ok"] or not isinstance(data.get("result"), dict):
+        raise TransferError(
+            f"Remote inventory of '{dataset}' under its lease on {target} refused: {str(data.get('error'))[:300]}"
+        )
+    return Inventory.from_agent(data["result"])
+
+
 @contextlib.contextmanager
 def hold_lease(
     chan: paramiko.Channel,
@@ -102,8 +140,10 @@ def hold_lease(
     timeout: float,
     events: str,
     slack: float = HANDSHAKE_SLACK_S,
+    inventory: bool = False,
 ) -> Iterator[SshLease]:
-    """Run the handshake on an exec channel already running the agent's `lease` op."""
+    """Run the handshake on an exec channel already running the agent's `lease` op; with
+    `inventory` (the op was asked for it) read the inventory line into `lease.inventory`."""
     label = "dataset lock" if events == "none" else "dataset lock (with event-log lock)"
     deadline = time.monotonic() + timeout + slack
     try:
@@ -141,6 +181,8 @@ def hold_lease(
     lease = SshLease(token=token, channel=chan)
     body_failed = False
     try:
+        if inventory:
+            lease.inventory = _lease_inventory(chan, hs.rest, dataset, target)
         yield lease
     except BaseException:
         body_failed = True
