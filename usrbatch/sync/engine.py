@@ -11,8 +11,13 @@ The engine talks to a `Transport` and never knows which one. Invariants:
   which primary, event log and sidecars are verified;
   a failed upload leaves both sides as they were.
 
-Modules: stages.py (observe, plan, locks, recovery, finish), pull.py, push.py; this module is the
-dataset-mode entry (`plan_diff`, `pull`, `push`); sync/api.py is the entry for both modes.
+Round trips, whatever the file count: a no-op pull or push is ONE exec (the inventory); a
+transfer adds the lease, whose exec also answers the locked remote's inventory, and a push ONE
+`apply` (plus the SFTP bytes).
+
+Modules: stages.py (start and recovery, observe, plan, locks with the lease's inventory, finish),
+pull.py, push.py; this module is the dataset-mode entry (`plan_diff`, `pull`, `push`);
+sync/api.py is the entry for both modes.
 """
 
 from __future__ import annotations
