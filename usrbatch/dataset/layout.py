@@ -57,8 +57,21 @@ def _parts(relpath: str) -> list[str]:
     return parts
 
 
+# Every runtime and reserved name starts with a dot, so a path with no dot-led part is neither
+# (the common case, checked for every file of every inventory).
+_ALL_DOT_LED = all(
+    name.startswith(".") for name in (*RUNTIME_NAMES, LEASE_PREFIX, TEMP_PREFIX, *RESERVED_PREFIXES)
+)
+
+
+def _no_dot_led_part(relpath: str) -> bool:
+    return _ALL_DOT_LED and not relpath.startswith(".") and "/." not in relpath
+
+
 def is_runtime(relpath: str) -> bool:
     """True for lock/lease/temp paths that sync never inventories nor transfers."""
+    if _no_dot_led_part(relpath):
+        return False
     parts = _parts(relpath)
     if not parts:
         return False
@@ -71,6 +84,8 @@ def is_runtime(relpath: str) -> bool:
 def is_reserved(relpath: str) -> bool:
     """True for a path that names one of our runtime or control files (locks, leases, temps,
     pull staging dirs and promotion journals): such a path is never dataset payload."""
+    if _no_dot_led_part(relpath):
+        return False
     if is_runtime(relpath):
         return True
     return any(part.startswith(RESERVED_PREFIXES) for part in _parts(relpath))
