@@ -176,6 +176,31 @@ def test_apply_refuses_symlink_escape(tmp_path: Path) -> None:
     assert (outside / "victim.txt").read_text() == "keep"
 
 
+def test_apply_checks_each_directory_once_and_still_refuses_an_escape_among_many(tmp_path: Path) -> None:
+    """One request with many files in a few directories checks each directory's parent chain
+    once (resolve_under's per-request set); a symlinked directory among them is still refused
+    and nothing is renamed."""
+    base = tmp_path / "base"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "ds" / "ok").mkdir(parents=True)
+    os.symlink(outside, base / "ds" / "link")
+    renames = []
+    for i in range(50):
+        (base / "ds" / f".usrbatch-tmp-{i}").write_bytes(b"x")
+        renames.append([f"ds/.usrbatch-tmp-{i}", f"ds/ok/f{i}"])
+    renames.append(["ds/.usrbatch-tmp-0", "ds/link/evil"])
+    with pytest.raises(agent.AgentError, match="rename target 'ds/link/evil' escapes base_dir"):
+        agent.apply_changes(str(base), renames, [])
+    assert list(outside.iterdir()) == [] and list((base / "ds" / "ok").iterdir()) == []
+    checked: set[str] = set()
+    for i in range(50):
+        agent.resolve_under(str(base), f"ds/ok/f{i}", checked=checked)
+    assert checked == {str(base / "ds" / "ok")}
+    with pytest.raises(agent.AgentError, match="escapes base_dir"):
+        agent.resolve_under(str(base), "ds/link/x", checked=checked)
+
+
 def test_hash_and_mkdir_and_probe(tmp_path: Path) -> None:
     ds = _dataset(tmp_path)
     os.symlink("records.parquet", ds / "alias")

@@ -920,16 +920,22 @@ def require_base(base):
     )
 
 
-def resolve_under(base, rel, what="path"):
+def resolve_under(base, rel, what="path", checked=None):
     """base/rel after checking rel, that base_dir exists, and that rel's existing parent chain
-    does not leave base."""
+    does not leave base. `checked` (a set kept for ONE request) skips the parent-chain check of a
+    directory already checked in it (thousands of files in a few directories)."""
     rel = check_rel(rel, what)
-    require_base(base)
     path = os.path.join(base, rel)
+    directory = os.path.dirname(path)
+    if checked is not None and directory in checked:
+        return path
+    require_base(base)
     root_real = os.path.realpath(base)
-    anchor = os.path.realpath(_nearest_existing(os.path.dirname(path)))
+    anchor = os.path.realpath(_nearest_existing(directory))
     if not _inside(root_real, anchor):
         raise AgentError("%s %r escapes base_dir through a symlink." % (what, rel))
+    if checked is not None:
+        checked.add(directory)
     return path
 
 
@@ -971,7 +977,7 @@ class VerifyMismatch(AgentError):
         self.rel = rel
 
 
-def _check_uploads(base, verify):
+def _check_uploads(base, verify, checked=None):
     """sha256 of every path in `verify` ({rel: expected}); on any mismatch remove them all and
     raise VerifyMismatch naming the first (sorted) bad file. Nothing else is touched.
 
@@ -979,7 +985,10 @@ def _check_uploads(base, verify):
     so a caller can tell the file it renames is the one that was verified."""
     if not isinstance(verify, dict):
         raise AgentError("verify must be a {path: sha256} object")
-    paths = [(rel, resolve_under(base, rel, "verify path"), str(sha)) for rel, sha in sorted(verify.items())]
+    paths = [
+        (rel, resolve_under(base, rel, "verify path", checked), str(sha))
+        for rel, sha in sorted(verify.items())
+    ]
     bad = []
     verified = {}
     received = {}  # per directory: hashes the `recv` op computed as it wrote (hash cache entries)
@@ -1071,18 +1080,22 @@ class PayloadInvalid(AgentError):
         self.hint = "Check the local file with `usr validate`, then push again."
 
 
-def _check_payload(base, payload, renames):
+def _check_payload(base, payload, renames, checked=None):
     """Validate every uploaded file in `payload` ({rel: kind}) before any rename; on a problem
     remove all of them (and every rename source) and raise PayloadInvalid for the first one."""
     if not isinstance(payload, dict):
         raise AgentError("payload must be a {path: kind} object")
     targets = dict((pair[0], pair[1]) for pair in renames)
-    checked = [(rel, resolve_under(base, rel, "payload path"), kind) for rel, kind in sorted(payload.items())]
-    for rel, path, kind in checked:
+    files = [
+        (rel, resolve_under(base, rel, "payload path", checked), kind)
+        for rel, kind in sorted(payload.items())
+    ]
+    for rel, path, kind in files:
         problem = payload_problem(path, kind)
         if problem is not None:
             _remove_regular(
-                [p for _r, p, _k in checked] + [resolve_under(base, r, "rename source") for r in targets]
+                [p for _r, p, _k in files]
+                + [resolve_under(base, r, "rename source", checked) for r in targets]
             )
             raise PayloadInvalid(rel, targets.get(rel, rel), kind, problem)
 
@@ -1160,12 +1173,13 @@ def apply_changes(
     base = expand_base(base)
     require_base(base)
     inv_path = resolve_under(base, inventory_rel, "inventory dir") if inventory_rel is not None else None
+    checked = set()  # directories whose parent chain this call checked (resolve_under)
     plan_ren = []
     for pair in renames:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise AgentError("rename entry must be [src, dst]: %r" % (pair,))
-        src = resolve_under(base, pair[0], "rename source")
-        dst = resolve_under(base, pair[1], "rename target")
+        src = resolve_under(base, pair[0], "rename source", checked)
+        dst = resolve_under(base, pair[1], "rename target", checked)
         try:
             st = os.lstat(src)
         except OSError:
@@ -1177,7 +1191,7 @@ def apply_changes(
         plan_ren.append((src, dst))
     plan_rm = []
     for rel in removals:
-        path = resolve_under(base, rel, "removal")
+        path = resolve_under(base, rel, "removal", checked)
         try:
             st = os.lstat(path)
         except OSError:
@@ -1186,17 +1200,20 @@ def apply_changes(
             raise AgentError("refusing to remove a directory: %s" % rel)
         plan_rm.append(path)
     _set_mtimes(base, mtimes or {}, [src for src, _dst in plan_ren])
-    verified = _check_uploads(base, verify) if verify else {}
+    verified = _check_uploads(base, verify, checked) if verify else {}
     if payload:
-        _check_payload(base, payload, renames)
+        _check_payload(base, payload, renames, checked)
     known = {}
     inv_prefix = os.path.join(inv_path, "") if inv_path is not None else None
     snapped = _snapshot_copy(base, snapshot) if snapshot else None
     if snapped is not None and inv_prefix is not None and snapped[0].startswith(inv_prefix):
         known[snapped[0][len(inv_prefix) :].replace(os.sep, "/")] = snapped[1]
     by_dir = {}  # verified renames outside an inventoried dataset: cached per directory
+    made = set()
     for src, dst in plan_ren:
-        makedirs_inside(base, os.path.dirname(dst))
+        if os.path.dirname(dst) not in made:
+            makedirs_inside(base, os.path.dirname(dst))
+            made.add(os.path.dirname(dst))
         os.replace(src, dst)
         seen = verified.get(src)
         if seen is None:
@@ -1385,13 +1402,11 @@ class StreamFileError(AgentError):
 def _inside_dir(base, rel, what, checked, create=False):
     """base/rel after resolve_under's checks, made once per directory of a stream (`checked`);
     with `create` its parents are made (makedirs_inside)."""
-    path = os.path.join(base, rel)
-    directory = os.path.dirname(path)
-    if directory not in checked:
-        resolve_under(base, rel, what)
-        if create:
-            makedirs_inside(base, directory)
-        checked.add(directory)
+    directory = os.path.dirname(os.path.join(base, check_rel(rel, what)))
+    fresh = directory not in checked
+    path = resolve_under(base, rel, what, checked)
+    if fresh and create:
+        makedirs_inside(base, directory)
     return path
 
 
