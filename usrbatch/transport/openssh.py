@@ -1,13 +1,15 @@
 """The `openssh` transport: the system `ssh` client does SSH, in its own process.
 
 Everything but the connection is SshTransport's (ssh.py): the agent requests, inventory/apply/
-stat, the SFTP download/upload/resume/verify code, retries. What changes is underneath:
+stat, the download/upload streams (ssh_stream.py) with resume and verify, retries. What changes
+is underneath:
 - one ControlMaster per remote (openssh_master.py) carries every session; it is opened on first
   use (or by `usr remotes warm-auth`) and outlives the command by `control_persist`, so a work
   session logs in once; a live master is reused silently and sessions never prompt;
 - an exec is `ssh -S <socket> ... HOST '<quoted command>'` with the agent on its stdin;
-- SFTP is paramiko's SFTPClient driven over the stdin/stdout pipes of `ssh -s HOST sftp`
-  (OpenSSH does the crypto in another process: no Python packet loop on the bytes);
+- a file stream is such an exec with the bytes on its pipes (openssh_channel.ProcessChannel,
+  1 MiB pipes): OpenSSH does the crypto in another process, no Python packet loop on the bytes;
+  SFTP (paramiko's SFTPClient over `ssh -s HOST sftp`) only for a remote without python3;
 - the lease is a long-running `ssh` process running the agent's `lease` op (ssh_lease.py's
   handshake and release, over openssh_channel.ProcessChannel).
 """

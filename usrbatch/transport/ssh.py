@@ -1,17 +1,20 @@
 """The `ssh` transport: paramiko, one connection per transport object, reused for everything.
 
 Why over ~400 lines: one Transport implementation whose exec, SFTP transfer, resume and retry
-methods share one connection's state (connect, lease and shell helpers are already in ssh_*.py).
+methods share one connection's state (connect, lease, shell and stream helpers are already in
+ssh_*.py).
 
 - exec channels run the stdlib agent (usrbatch/agent/remote.py) in ONE round trip per inventory,
   apply (with the uploads' remote sha256 check and the post-apply inventory folded in), hash
   batch or mkdir batch; `stats.execs` counts them; after the first answer every exec runs the
   interpreter path the agent reported (no PATH/pyenv shim);
-- upload parents are created over SFTP (no exec);
-- SFTP carries file data: pipelined writes, segmented prefetched reads, large windows, and
-  several files in flight (a small pool of SFTP sessions on the same connection);
+- file data moves through agent streams (ssh_stream.py, StreamTransfers): one exec carries a
+  whole batch (or one of a few parallel groups), hashed on both sides as it passes; the
+  receiving agent makes the parents and its hashes spare apply a second read. SFTP (pipelined
+  writes, segmented prefetched reads, a small pool of sessions) remains only for a remote
+  without python3 (`force_sh`);
 - downloads/uploads resume a partial destination from its size; the final sha256 decides;
-  tenacity retries each file and the connection (reconnecting after a drop), logging `sync.retry`;
+  tenacity retries each stream and the connection (reconnecting after a drop), logging `sync.retry`;
 - the dataset lease is the agent's `lease` op on its own exec channel (ssh_lease.py).
 
 All remote paths are base_dir + a validated relative path; user strings reach a shell only as
