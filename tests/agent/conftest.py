@@ -12,6 +12,13 @@ import pytest
 OLDEST_AGENT_PYTHON = "3.6"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents started by these tests (in-process or a child python3) keep their hash caches and
+    compiled copies in a temp dir, not in the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture(scope="session")
 def agent_python_36() -> str:
     olds = sorted((Path.home() / ".pyenv" / "versions").glob(f"{OLDEST_AGENT_PYTHON}.*/bin/python3"))

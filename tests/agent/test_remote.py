@@ -382,15 +382,15 @@ OLD_PYTHONS = [p for p in (Path.home() / ".pyenv" / "versions").glob("3.[6-9].*/
 @pytest.mark.skipif(not OLD_PYTHONS, reason="no Python 3.6-3.9 interpreter installed (pyenv)")
 @pytest.mark.parametrize("python", OLD_PYTHONS, ids=lambda p: p.parent.parent.name)
 def test_agent_runs_on_old_pythons_through_the_bootstrap(python: Path, tmp_path: Path) -> None:
-    from usrbatch.transport import ssh_shell
+    from usrbatch.agent import client
 
     _dataset(tmp_path)
     (tmp_path / "ns" / "demo" / ".usrbatch-tmp-n").write_bytes(b"n")
 
     def call(req: dict, extra: bytes = b"") -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(python), "-c", ssh_shell.BOOTSTRAP],
-            input=ssh_shell.agent_stdin(req) + extra,
+            [str(python), "-c", client.BOOTSTRAP],
+            input=client.encode(req) + extra,
             capture_output=True,
             timeout=30,
         )

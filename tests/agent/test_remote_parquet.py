@@ -620,7 +620,7 @@ def test_payload_checks_run_without_pyarrow_on_python_3_6_through_the_bootstrap(
     import hashlib
     import json
 
-    from usrbatch.transport import ssh_shell
+    from usrbatch.agent import client
 
     python = agent_python_36
     ds = tmp_path / "ns" / "demo"
@@ -635,8 +635,8 @@ def test_payload_checks_run_without_pyarrow_on_python_3_6_through_the_bootstrap(
         if snapshot:
             req["snapshot"] = snapshot
         out = subprocess.run(
-            [python, "-c", ssh_shell.BOOTSTRAP],
-            input=ssh_shell.agent_stdin(req),
+            [python, "-c", client.BOOTSTRAP],
+            input=client.encode(req),
             capture_output=True,
             timeout=30,
         )

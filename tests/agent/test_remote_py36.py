@@ -14,14 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from usrbatch.agent import client
 from usrbatch.agent import remote as agent
-from usrbatch.transport import ssh_shell
 
 
 def _run(python: str, req: dict) -> dict:
     out = subprocess.run(
-        [python, "-c", ssh_shell.BOOTSTRAP],
-        input=ssh_shell.agent_stdin(req),
+        [python, "-c", client.BOOTSTRAP],
+        input=client.encode(req),
         capture_output=True,
         timeout=60,
         check=False,
@@ -159,14 +159,14 @@ def test_lease_holds_the_dataset_lock_on_python_3_6(tmp_path: Path, agent_python
         "inventory": {"parquet_stats": True},  # answered on the line after the marker
     }
     proc = subprocess.Popen(
-        [agent_python_36, "-c", ssh_shell.BOOTSTRAP],
+        [agent_python_36, "-c", client.BOOTSTRAP],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(ssh_shell.agent_stdin(req))
+        proc.stdin.write(client.encode(req))
         proc.stdin.flush()
         assert proc.stdout.readline() == b"USR_REMOTE_LOCK_ACQUIRED:t36\n"
         answer = json.loads(proc.stdout.readline().decode())

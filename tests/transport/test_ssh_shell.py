@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from usrbatch.agent import client
 from usrbatch.agent import remote as agent
 from usrbatch.transport import ssh_shell
 from usrbatch.transport.base import Inventory
@@ -45,7 +46,7 @@ def test_sh_command_quotes_every_argument() -> None:
 def test_agent_bootstrap_runs_agent_from_stdin(nasty_base: tuple[Path, Path], tmp_path: Path) -> None:
     base, pwned = nasty_base
     req = {"op": "inventory", "base": str(base), "rel": "n s/d$HOME", "cache_path": str(tmp_path / "c.json")}
-    code, out = _run(ssh_shell.agent_command(), ssh_shell.agent_stdin(req))
+    code, out = _run(ssh_shell.agent_command(), client.encode(req))
     data = json.loads(out)
     assert code == 0 and data["ok"] is True
     assert sorted(data["result"]["files"]) == [".events.log", "_derived/p 1.parquet", "records.parquet"]
@@ -56,7 +57,7 @@ def test_inventory_command_python_and_sh_agree(nasty_base: tuple[Path, Path], tm
     base, pwned = nasty_base
     rel = "n s/d$HOME"
     req = {"op": "inventory", "base": str(base), "rel": rel, "cache_path": str(tmp_path / "c.json")}
-    stdin = ssh_shell.agent_stdin(req)
+    stdin = client.encode(req)
     _code, out = _run(ssh_shell.inventory_command(str(base), rel, True), stdin)
     py = Inventory.from_agent(json.loads(out)["result"])
     code, out = _run(ssh_shell.inventory_command(str(base), rel, True, force_sh=True), stdin)
@@ -73,7 +74,7 @@ def test_hash_command_sh_fallback(nasty_base: tuple[Path, Path]) -> None:
     base, _ = nasty_base
     paths = ["n s/d$HOME/records.parquet", "n s/d$HOME/missing", "n s/d$HOME/_derived/.usrbatch-tmp-x"]
     req = {"op": "hash", "base": str(base), "paths": paths}
-    _code, out = _run(ssh_shell.hash_command(str(base), paths, force_sh=True), ssh_shell.agent_stdin(req))
+    _code, out = _run(ssh_shell.hash_command(str(base), paths, force_sh=True), client.encode(req))
     files = ssh_shell.parse_sh_hashes(out)["files"]
     expected = agent.hash_paths(str(base), paths)["files"]
     assert files["n s/d$HOME/records.parquet"] == expected["n s/d$HOME/records.parquet"]

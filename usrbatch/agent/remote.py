@@ -1556,6 +1556,10 @@ def run_stream(req, stdin, out):
 DATASET_LOCK = ".usr.lock"
 EVENTS_LOCK = ".events.lock"
 LOCK_TIMEOUT_EXIT = 73
+LOCK_ACQUIRED = "USR_REMOTE_LOCK_ACQUIRED:"  # + token: the lease handshake's markers (ssh_lease.py)
+LOCK_TIMEOUT = "USR_REMOTE_LOCK_TIMEOUT:"
+EVENT_LOCK_TIMEOUT = "USR_REMOTE_EVENT_LOCK_TIMEOUT:"
+LOCK_RELEASED = "USR_REMOTE_LOCK_RELEASED:"
 POLL_S = 0.05
 
 
@@ -1698,27 +1702,27 @@ def run_lease(req, stdin):
     try:
         lock.acquire()
     except LockTimeout as exc:
-        label = "USR_REMOTE_EVENT_LOCK_TIMEOUT:" if exc.which == "events" else "USR_REMOTE_LOCK_TIMEOUT:"
+        label = EVENT_LOCK_TIMEOUT if exc.which == "events" else LOCK_TIMEOUT
         _emit(label + token)
         return LOCK_TIMEOUT_EXIT
     try:
-        _emit("USR_REMOTE_LOCK_ACQUIRED:" + token)
+        _emit(LOCK_ACQUIRED + token)
         if isinstance(req.get("inventory"), dict):
             try:
-                answer = {
+                reply = {
                     "ok": True,
                     "result": inventory(path, True, bool(req["inventory"].get("parquet_stats"))),
                 }
             except Exception as exc:  # the caller raises a TransferError and releases
-                answer = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
-            _emit(json.dumps(answer, separators=(",", ":")))
+                reply = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
+            _emit(json.dumps(reply, separators=(",", ":")))
         while True:
             line = stdin.readline()
             if not line or line.strip() == b"release":
                 break
     finally:
         lock.release()
-    _emit("USR_REMOTE_LOCK_RELEASED:" + token)
+    _emit(LOCK_RELEASED + token)
     return 0
 
 
@@ -1758,6 +1762,22 @@ OPS = {
 }
 
 
+def answer(req):
+    """The answer object of one request (every op but `lease`): what main() prints, and what the
+    client gets when it runs the agent in-process (usrbatch/agent/client.py maps it to errors)."""
+    op = OPS.get(req.get("op"))
+    if op is None:
+        return {"ok": False, "error": "unknown op %r" % (req.get("op"),)}
+    try:
+        return {"ok": True, "agent_version": AGENT_VERSION, "python": sys.executable, "result": op(req)}
+    except VerifyMismatch as exc:  # the caller raises a VerificationError
+        return {"ok": False, "kind": "verification", "path": exc.rel, "error": str(exc)}
+    except PayloadInvalid as exc:  # the caller raises a VerificationError with the hint
+        return {"ok": False, "kind": "payload", "path": exc.rel, "error": str(exc), "hint": exc.hint}
+    except Exception as exc:  # reported to the caller, which raises a TransferError
+        return {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
+
+
 def main():
     stdin = sys.stdin.buffer
     raw = sys.argv[1] if len(sys.argv) > 1 else stdin.readline().decode("utf-8")
@@ -1785,19 +1805,7 @@ def main():
         except Exception as exc:
             _emit(json.dumps({"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}))
             return 2
-    op = OPS.get(req.get("op"))
-    if op is None:
-        result = {"ok": False, "error": "unknown op %r" % (req.get("op"),)}
-    else:
-        try:
-            result = {"ok": True, "agent_version": AGENT_VERSION, "python": sys.executable, "result": op(req)}
-        except VerifyMismatch as exc:  # the caller raises a VerificationError
-            result = {"ok": False, "kind": "verification", "path": exc.rel, "error": str(exc)}
-        except PayloadInvalid as exc:  # the caller raises a VerificationError with the hint
-            result = {"ok": False, "kind": "payload", "path": exc.rel, "error": str(exc), "hint": exc.hint}
-        except Exception as exc:  # reported to the caller, which raises a TransferError
-            result = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
-    _emit(json.dumps(result, separators=(",", ":")))
+    _emit(json.dumps(answer(req), separators=(",", ":")))
     return 0
 
 

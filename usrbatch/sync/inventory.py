@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.agent import remote as agent
+from usrbatch.agent import client
 from usrbatch.dataset.layout import (
     EVENTS,
     META,
@@ -26,8 +26,7 @@ from usrbatch.transport.base import FileEntry, Inventory, Transport, validate_re
 
 def local_inventory(dataset_dir: Path, *, parquet_stats: bool = False) -> Inventory:
     """Inventory of a local dataset dir (exists=False when absent), every file hashed."""
-    data = agent.inventory(str(Path(dataset_dir).absolute()), True, parquet_stats, None)
-    return Inventory.from_agent(data)
+    return client.local_inventory(str(Path(dataset_dir).absolute()), parquet_stats=parquet_stats)
 
 
 def remote_inventory(transport: Transport, dataset_id: str, *, parquet_stats: bool = False) -> Inventory:

@@ -10,95 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
-from usrbatch.errors import TransferError
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One regular file of an inventory."""
-
-    path: str  # POSIX path relative to the dataset dir
-    size: int
-    mtime_ns: int
-    sha256: str | None
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """Every regular file of one dataset dir, from ONE call (one remote round trip)."""
-
-    exists: bool
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    rejected: tuple[tuple[str, str], ...] = ()  # (relpath, "symlink" | "special" | ...)
-    events_lines: int | None = None  # line count of .events.log when present
-    primary_shape: tuple[int, int] | None = None  # (rows, cols) of records.parquet, when asked
-    hashed_bytes: int = 0  # bytes actually hashed (0 when every hash came from the cache)
-    temps: dict[str, int] = field(default_factory=dict)  # upload temps left in the dir: {rel: size}
-
-    @classmethod
-    def from_agent(cls, data: dict) -> Inventory:
-        """Build from the agent's JSON answer, validating every path it names."""
-        files = {}
-        for rel, (size, mtime_ns, sha) in data.get("files", {}).items():
-            safe = validate_relpath(rel, what="remote inventory")
-            files[safe] = FileEntry(safe, int(size), int(mtime_ns), sha)
-        rejected = tuple((str(r), str(k)) for r, k in data.get("rejected", []))
-        shape = data.get("primary_shape")
-        return cls(
-            exists=bool(data.get("exists")),
-            files=files,
-            rejected=rejected,
-            events_lines=data.get("events_lines"),
-            primary_shape=(int(shape[0]), int(shape[1])) if shape else None,
-            hashed_bytes=int(data.get("hashed_bytes", 0)),
-            temps={
-                validate_relpath(str(rel), what="remote temp"): int(size)
-                for rel, size in data.get("temps", [])
-            },
-        )
-
-
-FileKind = Literal["file", "missing", "symlink", "directory", "special"]
-FILE_KINDS = ("file", "missing", "symlink", "directory", "special")
-
-
-@dataclass(frozen=True)
-class FileStat:
-    """One path as `stat_file` found it (FILE mode). Numbers are None unless kind is "file";
-    `sha256` only when hashes were asked for, `shape` (rows, cols) only with parquet_stats and a
-    readable parquet footer."""
-
-    kind: FileKind
-    size: int | None = None
-    mtime_ns: int | None = None
-    sha256: str | None = None
-    shape: tuple[int, int] | None = None
-    hashed_bytes: int = 0
-
-    @property
-    def exists(self) -> bool:
-        return self.kind != "missing"
-
-    @classmethod
-    def from_agent(cls, data: dict) -> FileStat:
-        """Build from the agent's `stat` answer, refusing a kind it does not know."""
-        kind = str(data.get("kind"))
-        if kind not in FILE_KINDS:
-            raise TransferError(f"remote stat returned an unknown file kind {kind!r}.")
-        shape = data.get("shape")
-        size, mtime = data.get("size"), data.get("mtime_ns")
-        return cls(
-            kind=kind,  # type: ignore[arg-type]
-            size=None if size is None else int(size),
-            mtime_ns=None if mtime is None else int(mtime),
-            sha256=data.get("sha256"),
-            shape=(int(shape[0]), int(shape[1])) if shape else None,
-            hashed_bytes=int(data.get("hashed_bytes", 0)),
-        )
+# The agent's typed answers and the relative-path rule live in usrbatch/agent/answers.py (one
+# definition); the engine and the transports keep importing them from here.
+from usrbatch.agent.answers import (  # noqa: F401
+    FILE_KINDS,
+    FileEntry,
+    FileKind,
+    FileStat,
+    Inventory,
+    validate_relpath,
+)
 
 
 @dataclass(frozen=True)
@@ -199,24 +124,6 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def validate_relpath(raw: str, *, what: str = "path") -> str:
-    """Return a safe POSIX relative path or raise TransferError: no absolute paths, no `..`/`.`,
-    no empty components, no NUL or newline, no backslashes."""
-    text = raw[2:] if raw.startswith("./") else raw
-    bad = (
-        not text
-        or text.startswith("/")
-        or "\x00" in text
-        or "\n" in text
-        or "\r" in text
-        or "\\" in text
-        or any(part in ("", ".", "..") for part in text.split("/"))
-    )
-    if bad:
-        raise TransferError(f"{what} contains unsafe relative path {raw!r}.")
-    return text  # no empty, `.` or `..` part and no leading `/`: already PurePosixPath's form
 
 
 def iter_chunks(fh, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from usrbatch.agent import client
 from usrbatch.agent import remote as agent
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import TransferError, VerificationError
@@ -73,9 +74,14 @@ class LocalTransport:
 
     # -- inventory ---------------------------------------------------------------------------
     def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
+        """The agent's `inventory` op in-process (client.run_local)."""
         target = self._abs(rel_dir, "dataset dir")
-        data = agent.inventory(str(target), hashes, parquet_stats, self._cache_path(target))
-        return Inventory.from_agent(data)
+        request = client.inventory_request(
+            str(self.base_dir), rel_dir, hashes=hashes, parquet_stats=parquet_stats
+        )
+        return Inventory.from_agent(
+            client.run_local(request, label=self.label, cache_path=self._cache_path(target))
+        )
 
     def _cache_path(self, target: Path) -> str | None:
         if self._cache_dir is None:
@@ -108,50 +114,33 @@ class LocalTransport:
         payload: Mapping[str, str] | None = None,
         snapshot: tuple[str, str] | None = None,
     ) -> Inventory | None:
-        """The agent's `apply` op in-process: every path validated before anything changes;
+        """The agent's `apply` op in-process (client.run_local): every path validated before anything changes;
         `verify` hashes the listed files first, `payload` validates them, `snapshot` copies the
         primary a rename replaces; `inventory` returns the post-apply inventory."""
-        rels = {validate_relpath(p, what="verify path"): str(sha) for p, sha in (verify or {}).items()}
-        kinds = {validate_relpath(p, what="payload path"): str(k) for p, k in (payload or {}).items()}
-        snap = [validate_relpath(p, what="snapshot path") for p in snapshot] if snapshot else None
-        inv_rel = validate_relpath(inventory, what="dataset dir") if inventory is not None else None
-        try:
-            out = agent.apply_changes(
-                str(self.base_dir),
-                [list(p) for p in renames],
-                list(removals),
-                rels,
-                inv_rel,
-                parquet_stats,
-                self._cache_path(self._abs(inv_rel, "dataset dir")) if inv_rel is not None else None,
-                payload=kinds or None,
-                snapshot=snap,
-            )
-        except agent.VerifyMismatch as exc:
-            raise VerificationError(f"{str(exc)[:1].upper()}{str(exc)[1:]} on {self.label}.") from None
-        except agent.PayloadInvalid as exc:
-            raise VerificationError(f"{exc} ({self.label})", hint=exc.hint) from None
-        except agent.AgentError as exc:
-            raise TransferError(f"apply on {self.label} refused: {exc}") from None
-        return Inventory.from_agent(out["inventory"]) if "inventory" in out else None
+        request = client.apply_request(
+            str(self.base_dir),
+            renames,
+            removals,
+            verify=verify,
+            payload=payload,
+            snapshot=snapshot,
+            inventory=inventory,
+            parquet_stats=parquet_stats,
+        )
+        if request is None:
+            return None
+        cache = self._cache_path(self._abs(inventory, "dataset dir")) if inventory is not None else None
+        out = client.run_local(request, label=self.label, cache_path=cache)
+        return Inventory.from_agent(out["inventory"]) if inventory is not None else None
 
     # -- stat_file ---------------------------------------------------------------------------
     def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
         """The agent's `stat` op in-process (FILE mode)."""
-        target = self.base_dir / validate_relpath(rel, what="stat path")  # stat_path contains it
-        try:
-            data = agent.stat_path(
-                str(self.base_dir),
-                validate_relpath(rel, what="stat path"),
-                hashes,
-                parquet_stats,
-                self._cache_path(target.parent),
-            )
-        except agent.AgentError as exc:
-            raise TransferError(f"stat on {self.label} refused: {exc}") from None
-        except OSError as exc:
-            raise TransferError(f"Cannot stat {target}: {exc.strerror or exc}") from None
-        return FileStat.from_agent(data)
+        request = client.stat_request(str(self.base_dir), rel, hashes=hashes, parquet_stats=parquet_stats)
+        target = self.base_dir / request["rel"]  # the agent's stat_path keeps it inside base_dir
+        return FileStat.from_agent(
+            client.run_local(request, label=self.label, cache_path=self._cache_path(target.parent))
+        )
 
     # -- lease -------------------------------------------------------------------------------
     @contextmanager

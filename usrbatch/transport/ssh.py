@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import posixpath
 import secrets
@@ -42,6 +41,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from usrbatch.agent import client
+from usrbatch.agent.answers import hashes_from_agent
 from usrbatch.auditlog import get_logger
 from usrbatch.errors import RemoteUnavailableError, TransferError, UsrError, VerificationError
 from usrbatch.files import sha256_prefix
@@ -199,6 +200,7 @@ class SshTransport(StreamTransfers):
         self._sftp_limits: tuple[int, tuple[int, int]] | None = None  # (generation, (read, write))
         self._abs_base: str | None = None
         self._python = ""  # the remote interpreter path the agent reported (skips PATH shims)
+        self._ship_source = True  # send the agent's source: first exec, or the remote asked for it
         self._closed = False
 
     # ------------------------------------------------------------------ connection plumbing
@@ -355,29 +357,13 @@ class SshTransport(StreamTransfers):
             chan.close()
 
     def _agent_answer(self, rc: int, out: bytes, err: bytes, what: str) -> Any:
-        text = out.decode("utf-8", "replace")
-        for line in reversed(text.splitlines()):
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(data, dict) and "ok" in data:
-                python = data.get("python")
-                if isinstance(python, str) and python.startswith("/") and "\n" not in python:
-                    self._python = python
-                if not data["ok"]:
-                    if data.get("kind") == "payload":  # the agent's message carries its context
-                        raise VerificationError(f"{data.get('error')} ({self.label})", hint=data.get("hint"))
-                    if data.get("kind") == "verification":
-                        raise VerificationError(
-                            f"Remote {what} on {self.label} refused: {data.get('error')}."
-                        )
-                    raise TransferError(f"Remote {what} on {self.target} refused: {data.get('error')}")
-                return data["result"]
-        if ssh_shell.NO_PYTHON_MARK in text:
+        """The agent's result in a command's output (client.result_of maps its refusals)."""
+        answer = client.parse_answer(out)
+        if answer is not None:
+            if answer.python:
+                self._python = answer.python
+            return client.result_of(answer, what=what, target=self.target, label=self.label)
+        if ssh_shell.NO_PYTHON_MARK in out.decode("utf-8", "replace"):
             raise RemoteUnavailableError(
                 f"Remote {what} on {self.target} needs python3, which is not on the remote PATH.",
                 hint="Load a python3 module in your remote shell profile, or ask the admins for python3.",
@@ -385,11 +371,21 @@ class SshTransport(StreamTransfers):
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no stderr)"]
         raise TransferError(f"Remote {what} on {self.target} gave no answer (exit {rc}): {last[0][:200]}")
 
+    def _agent_exec(self, command: str, request: dict) -> tuple[int, bytes, bytes]:
+        """One exec of `command` with the agent `request` on its stdin. The source goes along on
+        the first exec and after the remote asked for it; otherwise only its hash (the remote
+        runs its verified cached copy). A remote that ran nothing is asked again, with it."""
+        rc, out, err = self._exec(command, client.encode(request, with_source=self._ship_source))
+        if not self._ship_source and client.needs_source(out):
+            self._ship_source = True  # this remote cannot keep a cached copy: always send it
+            rc, out, err = self._exec(command, client.encode(request, with_source=True))
+        elif client.parse_answer(out) is not None:
+            self._ship_source = False
+        return rc, out, err
+
     def _agent(self, request: dict, what: str) -> Any:
-        rc, out, err = self._exec(
-            ssh_shell.agent_command(force_sh=self.force_sh, python=self._python),
-            ssh_shell.agent_stdin(request),
-        )
+        command = ssh_shell.agent_command(force_sh=self.force_sh, python=self._python)
+        rc, out, err = self._agent_exec(command, request)
         return self._agent_answer(rc, out, err, what)
 
     # ------------------------------------------------------------------ paths
@@ -412,20 +408,15 @@ class SshTransport(StreamTransfers):
 
     def inventory(self, rel_dir: str, *, hashes: bool = True, parquet_stats: bool = False) -> Inventory:
         """ONE exec: the agent (or the sh fallback) inventories `<base_dir>/<rel_dir>`."""
-        rel = validate_relpath(rel_dir, what="dataset dir")
-        request = {
-            "op": "inventory",
-            "base": self.remote.base_dir,
-            "rel": rel,
-            "hashes": hashes,
-            "parquet_stats": parquet_stats,
-        }
-        command = ssh_shell.inventory_command(
-            self.remote.base_dir, rel, hashes, force_sh=self.force_sh, python=self._python
-        )
+        base = self.remote.base_dir
+        request = client.inventory_request(base, rel_dir, hashes=hashes, parquet_stats=parquet_stats)
+        rel = request["rel"]
 
         def run() -> Inventory:
-            rc, out, err = self._exec(command, ssh_shell.agent_stdin(request))
+            command = ssh_shell.inventory_command(
+                base, rel, hashes, force_sh=self.force_sh, python=self._python
+            )
+            rc, out, err = self._agent_exec(command, request)
             text = out.decode("utf-8", "replace")
             if ssh_shell.SH_MARK in text and not text.lstrip().startswith("{"):
                 try:
@@ -438,18 +429,18 @@ class SshTransport(StreamTransfers):
 
     def remote_hashes(self, paths: Sequence[str]) -> dict[str, tuple[int, int, str | None] | None]:
         """ONE exec: (size, mtime_ns, sha256) of each relative path; None when not a regular file."""
-        rels = [validate_relpath(p, what="hash path") for p in paths]
+        request = client.hash_request(self.remote.base_dir, paths)
+        rels: list[str] = request["paths"]
         if not rels:
             return {}
-        request = {"op": "hash", "base": self.remote.base_dir, "paths": rels}
-        command = ssh_shell.hash_command(
-            self.remote.base_dir, rels, force_sh=self.force_sh, python=self._python
-        )
-        if len(command) > 100_000:  # the sh fallback passes paths as arguments; the agent does not
-            command = ssh_shell.agent_command(force_sh=self.force_sh, python=self._python)
 
         def run() -> dict:
-            rc, out, err = self._exec(command, ssh_shell.agent_stdin(request))
+            command = ssh_shell.hash_command(
+                self.remote.base_dir, rels, force_sh=self.force_sh, python=self._python
+            )
+            if len(command) > 100_000:  # the sh fallback passes paths as arguments; the agent does not
+                command = ssh_shell.agent_command(force_sh=self.force_sh, python=self._python)
+            rc, out, err = self._agent_exec(command, request)
             text = out.decode("utf-8", "replace")
             if ssh_shell.SH_MARK in text and not text.lstrip().startswith("{"):
                 try:
@@ -458,14 +449,13 @@ class SshTransport(StreamTransfers):
                     raise EOFError(f"incomplete hash output ({exc})") from exc
             return self._agent_answer(rc, out, err, "hash")
 
-        files = self._retry(run, what="hash", path=f"{len(rels)} file(s)")["files"]
-        return {rel: (tuple(files[rel]) if files.get(rel) else None) for rel in rels}  # type: ignore[misc]
+        return hashes_from_agent(self._retry(run, what="hash", path=f"{len(rels)} file(s)"), rels)
 
     def mkdirs(self, rel_dirs: Sequence[str]) -> None:
         """ONE exec: create `<base_dir>/<rel>` for each rel (and base_dir itself)."""
-        rels = sorted({validate_relpath(p, what="mkdir path") for p in rel_dirs})
-        request = {"op": "mkdir", "base": self.remote.base_dir, "paths": rels}
-        self._retry(lambda: self._agent(request, "mkdir"), what="mkdir", path=f"{len(rels)} dir(s)")
+        request = client.mkdir_request(self.remote.base_dir, rel_dirs)
+        count = f"{len(request['paths'])} dir(s)"
+        self._retry(lambda: self._agent(request, "mkdir"), what="mkdir", path=count)
 
     def apply(
         self,
@@ -481,36 +471,21 @@ class SshTransport(StreamTransfers):
         """ONE exec of the agent's `apply` op: check the `verify` hashes, validate the `payload`
         files, copy the `snapshot`, rename, remove, and (with `inventory`) inventory the dataset
         afterwards. Not retried once sent (renames are not idempotent)."""
-        ren = [
-            [validate_relpath(s, what="rename source"), validate_relpath(d, what="rename target")]
-            for s, d in renames
-        ]
-        rem = [validate_relpath(p, what="removal") for p in removals]
-        ver = {validate_relpath(p, what="verify path"): str(sha) for p, sha in (verify or {}).items()}
-        inv_rel = validate_relpath(inventory, what="dataset dir") if inventory is not None else None
-        if not ren and not rem and not ver and inv_rel is None:
-            return None
-        request: dict[str, Any] = {
-            "op": "apply",
-            "base": self.remote.base_dir,
-            "renames": ren,
-            "removals": rem,
-        }
-        if ver:
-            request["verify"] = ver
         with self._lock:  # uploads keep their source's mtime, as rsync -t (set before verify)
-            mtimes = {s: self._sent_mtimes.pop(s) for s, _d in ren if s in self._sent_mtimes}
-        if mtimes:
-            request["mtimes"] = mtimes
-        if payload:
-            request["payload"] = {
-                validate_relpath(p, what="payload path"): str(k) for p, k in payload.items()
-            }
-        if snapshot:
-            request["snapshot"] = [validate_relpath(p, what="snapshot path") for p in snapshot]
-        if inv_rel is not None:
-            request["inventory"] = inv_rel
-            request["parquet_stats"] = parquet_stats
+            mtimes = {s: self._sent_mtimes.pop(s) for s, _d in renames if s in self._sent_mtimes}
+        request = client.apply_request(
+            self.remote.base_dir,
+            renames,
+            removals,
+            verify=verify,
+            mtimes=mtimes,
+            payload=payload,
+            snapshot=snapshot,
+            inventory=inventory,
+            parquet_stats=parquet_stats,
+        )
+        if request is None:
+            return None
         self.connect()
         try:
             result = self._agent(request, "apply")
@@ -521,23 +496,24 @@ class SshTransport(StreamTransfers):
                 f"Remote apply on {self.target} was interrupted ({exc.__class__.__name__}: {exc}); "
                 "its outcome is unknown: re-run the command to re-inventory and converge."
             ) from exc
-        return Inventory.from_agent(result["inventory"]) if inv_rel is not None else None
+        if inventory is None:
+            return None
+        if not isinstance(result, dict):
+            raise TransferError(f"Remote apply on {self.target} answered without its inventory.")
+        return Inventory.from_agent(result.get("inventory"))
 
     def stat_file(self, rel: str, *, hashes: bool = True, parquet_stats: bool = False) -> FileStat:
         """ONE exec of the agent's `stat` op (FILE mode); needs python3 on the remote."""
-        request = {
-            "op": "stat",
-            "base": self.remote.base_dir,
-            "rel": validate_relpath(rel, what="stat path"),
-            "hashes": hashes,
-            "parquet_stats": parquet_stats,
-        }
+        request = client.stat_request(self.remote.base_dir, rel, hashes=hashes, parquet_stats=parquet_stats)
         data = self._retry(lambda: self._agent(request, "stat"), what="stat", path=request["rel"])
         return FileStat.from_agent(data)
 
     def probe(self) -> dict:
         """ONE exec of the agent's `probe` op (versions/tools; base_dir exists and is writable)."""
-        return self._agent({"op": "probe", "base": self.remote.base_dir}, "probe")
+        found = self._agent(client.probe_request(self.remote.base_dir), "probe")
+        if not isinstance(found, dict):
+            raise TransferError(f"Remote probe on {self.target} answered without its findings.")
+        return found
 
     @contextlib.contextmanager
     def lease(
@@ -551,18 +527,17 @@ class SshTransport(StreamTransfers):
     ) -> Iterator[SshLease]:
         """Hold `<rel_dir>/.usr.lock` (+ `.events.lock`) via the agent on its own exec channel;
         with `inventory` the same exec inventories the locked dataset (`lease.inventory`)."""
-        rel = validate_relpath(rel_dir, what="dataset dir")
         token = secrets.token_hex(16)
-        request: dict[str, Any] = {
-            "op": "lease",
-            "base": self.remote.base_dir,
-            "rel": rel,
-            "token": token,
-            "timeout": float(timeout),
-            "events": events,
-        }
-        if inventory:
-            request["inventory"] = {"parquet_stats": parquet_stats}
+        request = client.lease_request(
+            self.remote.base_dir,
+            rel_dir,
+            token=token,
+            timeout=timeout,
+            events=events,
+            inventory=inventory,
+            parquet_stats=parquet_stats,
+        )
+        rel = request["rel"]
 
         def start() -> paramiko.Channel:
             # Open, exec and send as one retried unit: a link cut before the agent has the
@@ -571,7 +546,7 @@ class SshTransport(StreamTransfers):
             chan = self._open_channel()
             try:
                 chan.exec_command(ssh_shell.agent_command(force_sh=self.force_sh, python=self._python))
-                chan.sendall(ssh_shell.agent_stdin(request))
+                chan.sendall(client.encode(request, with_source=True))  # no second try mid-handshake
             except BaseException:
                 chan.close()
                 raise

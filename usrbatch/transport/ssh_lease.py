@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from usrbatch.agent.remote import EVENT_LOCK_TIMEOUT, LOCK_ACQUIRED, LOCK_TIMEOUT
 from usrbatch.errors import TransferError
 from usrbatch.transport.base import Inventory
 from usrbatch.transport.paramiko_lazy import paramiko_errors
@@ -60,9 +61,9 @@ class Handshake:
 def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Handshake:
     """Consume stdout lines until a marker bearing `token`, EOF or the deadline."""
     wanted = {
-        f"USR_REMOTE_LOCK_ACQUIRED:{token}": "acquired",
-        f"USR_REMOTE_LOCK_TIMEOUT:{token}": "timeout",
-        f"USR_REMOTE_EVENT_LOCK_TIMEOUT:{token}": "event-timeout",
+        LOCK_ACQUIRED + token: "acquired",
+        LOCK_TIMEOUT + token: "timeout",
+        EVENT_LOCK_TIMEOUT + token: "event-timeout",
     }
     buf = b""
     noise = 0

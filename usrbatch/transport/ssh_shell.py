@@ -5,33 +5,22 @@ user data (base_dir, dataset ids, paths) only ever arrives as quoted positional 
 spaces, quotes and `$(...)` in names are inert. Scripts are one line (`;`-joined) so that even a
 csh login shell passes them through unchanged.
 
-The agent is started with a tiny bootstrap that reads its own source from stdin (length-prefixed)
-and then the request line, so a request of any size never meets ARG_MAX. When python3 is absent
-the same exec falls back to a POSIX sh + GNU find pipeline (inventory and hashes only).
+The agent is started with a tiny bootstrap (agent/client.py) that reads the agent's loader, its
+source or only the source's hash, and the request line from stdin, so a request of any size never
+meets ARG_MAX. When python3 is absent the same exec falls back to a POSIX sh + GNU find pipeline
+(inventory and hashes only).
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 from decimal import Decimal
-from functools import lru_cache
-from importlib import resources
 
+from usrbatch.agent.client import BOOTSTRAP
 from usrbatch.dataset.layout import is_runtime
 
 NO_PYTHON_MARK = "USRBATCH-NO-PYTHON3"
 SH_MARK = "USRBATCH-SH:"
-BOOTSTRAP = (
-    "import sys;b=sys.stdin.buffer;n=int(b.readline());s=b.read(n);"
-    'g={"__name__":"__main__"};exec(compile(s,"usrbatch_agent","exec"),g)'
-)
-
-
-@lru_cache(maxsize=1)
-def agent_source() -> bytes:
-    """The agent's source as shipped in this package (sent to the remote on every exec)."""
-    return resources.files("usrbatch.agent").joinpath("remote.py").read_bytes()
 
 
 def sh_command(script: str, *args: str) -> str:
@@ -39,13 +28,6 @@ def sh_command(script: str, *args: str) -> str:
     if "\n" in script:
         raise ValueError("remote scripts must be one line")
     return " ".join(["sh", "-c", shlex.quote(script), "sh", *(shlex.quote(a) for a in args)])
-
-
-def agent_stdin(request: dict) -> bytes:
-    """What the bootstrap reads: source length, source, then the one-line request."""
-    src = agent_source()
-    line = json.dumps(request, separators=(",", ":")).encode("utf-8") + b"\n"
-    return str(len(src)).encode("ascii") + b"\n" + src + line
 
 
 def _python_or(fallback: str | None, force_sh: bool) -> str:
