@@ -57,8 +57,9 @@ def test_every_module_imports_only_what_its_layer_may() -> None:
 
 
 def test_the_agent_is_self_contained() -> None:
-    """agent/remote.py is sent to remote hosts: it imports nothing from usrbatch."""
+    """agent/remote.py and agent/loader.py are sent to remote hosts: they import nothing from usrbatch."""
     assert _imports(PACKAGE / "agent" / "remote.py") == set()
+    assert _imports(PACKAGE / "agent" / "loader.py") == set()
 
 
 def test_the_rules_see_real_imports() -> None:

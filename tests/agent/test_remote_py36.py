@@ -183,3 +183,21 @@ def test_lease_holds_the_dataset_lock_on_python_3_6(tmp_path: Path, agent_python
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_loader_keeps_and_reuses_a_compiled_copy_on_python_3_6(tmp_path: Path, agent_python_36: str) -> None:
+    from usrbatch.agent import loader
+
+    req = {"op": "probe", "base": str(tmp_path)}
+    first = _run(agent_python_36, req)
+    assert first["ok"] and first["result"]["python"].startswith("3.6.")
+    [stored] = Path(loader.cache_dir()).glob("*-cpython-36-*.code")
+    assert stored.stat().st_mode & 0o777 == 0o600
+    out = subprocess.run(
+        [agent_python_36, "-c", client.BOOTSTRAP],
+        input=client.encode(req, with_source=False),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout.decode().splitlines()[-1])["result"] == first["result"]

@@ -46,7 +46,8 @@ def _remote(server: SshdServer, base: Path, **kw: object) -> RemoteConfig:
 
 
 @pytest.fixture
-def transport(sshd_server: SshdServer, base: Path):
+def transport(sshd_server: SshdServer, base: Path, ssh_backend: str):
+    """An ssh transport of each backend (openssh over its own ControlMaster, paramiko)."""
     t = open_transport(
         _remote(sshd_server, base), ssh_config_path=sshd_server.ssh_config, retries=2, backoff=0.1
     )

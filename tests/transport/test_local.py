@@ -125,7 +125,10 @@ def test_upload_creates_parents_then_apply_renames_and_removes(base, tmp_path):
 def test_apply_checks_uploaded_hashes_and_returns_inventory_in_one_call(base, tmp_path):
     t = LocalTransport(base)
     (base / "ns/ds/.usrbatch-tmp-x").write_bytes(b"X")
-    with pytest.raises(VerificationError, match=r"^Remote apply on local:.* refused: uploaded ns/ds/\.usrbatch-tmp-x does not match"):
+    with pytest.raises(
+        VerificationError,
+        match=r"^Remote apply on local:.* refused: uploaded ns/ds/\.usrbatch-tmp-x does not match",
+    ):
         t.apply([("ns/ds/.usrbatch-tmp-x", "ns/ds/x")], [], verify={"ns/ds/.usrbatch-tmp-x": sha(b"Y")})
     assert not (base / "ns/ds/x").exists() and not (base / "ns/ds/.usrbatch-tmp-x").exists()
     (base / "ns/ds/.usrbatch-tmp-x").write_bytes(b"Y")

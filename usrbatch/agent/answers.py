@@ -50,7 +50,7 @@ def malformed(what: str, detail: str) -> TransferError:
 def _int(value: Any, what: str, name: str, *, signed: bool = False) -> int:
     low = -MAX_INT if signed else 0
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value < MAX_INT:
-        raise malformed(what, f"{name} is not a {'' if signed else 'non-negative '}integer ({value!r:.40})")
+        raise malformed(what, f"{name} is not {'an' if signed else 'a non-negative'} integer ({value!r:.40})")
     return value
 
 

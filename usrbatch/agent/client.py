@@ -202,7 +202,7 @@ class Answer:
         return cls(
             ok=data["ok"],
             result=data.get("result"),
-            error=(error if isinstance(error, str) else repr(error))[:MAX_ERROR],
+            error=("" if error is None else error if isinstance(error, str) else repr(error))[:MAX_ERROR],
             kind=kind if kind in ("verification", "payload") else None,
             hint=hint[:MAX_ERROR] if isinstance(hint, str) else None,
             python=python,

@@ -200,7 +200,7 @@ class SshTransport(StreamTransfers):
         self._sftp_limits: tuple[int, tuple[int, int]] | None = None  # (generation, (read, write))
         self._abs_base: str | None = None
         self._python = ""  # the remote interpreter path the agent reported (skips PATH shims)
-        self._ship_source = True  # send the agent's source: first exec, or the remote asked for it
+        self._ship = "first"  # the agent's source goes along: "first" exec, "always", or only its "hash"
         self._closed = False
 
     # ------------------------------------------------------------------ connection plumbing
@@ -372,15 +372,17 @@ class SshTransport(StreamTransfers):
         raise TransferError(f"Remote {what} on {self.target} gave no answer (exit {rc}): {last[0][:200]}")
 
     def _agent_exec(self, command: str, request: dict) -> tuple[int, bytes, bytes]:
-        """One exec of `command` with the agent `request` on its stdin. The source goes along on
-        the first exec and after the remote asked for it; otherwise only its hash (the remote
-        runs its verified cached copy). A remote that ran nothing is asked again, with it."""
-        rc, out, err = self._exec(command, client.encode(request, with_source=self._ship_source))
-        if not self._ship_source and client.needs_source(out):
-            self._ship_source = True  # this remote cannot keep a cached copy: always send it
+        """One exec of `command` with the agent `request` on its stdin. The agent's source goes
+        along on the first exec; once an answer came, only its hash (the remote runs its verified
+        compiled copy). A remote that ran nothing for want of the source is asked again with it,
+        and gets it on every later exec too (its cache is gone or unusable)."""
+        with_source = self._ship != "hash"
+        rc, out, err = self._exec(command, client.encode(request, with_source=with_source))
+        if not with_source and client.needs_source(out):
+            self._ship = "always"
             rc, out, err = self._exec(command, client.encode(request, with_source=True))
-        elif client.parse_answer(out) is not None:
-            self._ship_source = False
+        elif self._ship == "first" and client.parse_answer(out) is not None:
+            self._ship = "hash"
         return rc, out, err
 
     def _agent(self, request: dict, what: str) -> Any:

@@ -1,0 +1,128 @@
+"""What one agent exec costs as the agent is shipped: bytes on stdin and wall time, over the real sshd.
+
+    uv run python bench/bench_agent_ship.py [--rounds 15] [--files 20] [--quick]
+
+One private sshd (tests/integration/services.py) on loopback; one transport per backend (paramiko,
+and openssh over a live ControlMaster), connected once; each exec is `inventory` of a small dataset
+(--files files, hash cache warm), the agent's most frequent request. Modes, alternating within
+each round, medians over the rounds:
+
+  source     before: the whole agent source (62 KB) on stdin, compiled by the remote on every exec
+             (the bootstrap of usrbatch <= d041487, reproduced here);
+  cold       the zlib-compressed loader + source, the remote's compiled-code cache emptied first
+             (compile, verify, store: a first exec on a new host or after an upgrade);
+  warm+src   loader + compressed source, cached code used (a process's first exec);
+  warm+hash  loader + the source's sha256 only, cached code used (every later exec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import load_services  # noqa: E402
+
+from usrbatch.agent import client  # noqa: E402
+from usrbatch.remotes import RemoteConfig  # noqa: E402
+from usrbatch.transport import ssh_shell  # noqa: E402
+from usrbatch.transport.openssh import OpenSshTransport  # noqa: E402
+from usrbatch.transport.ssh import SshTransport  # noqa: E402
+
+OLD_BOOTSTRAP = (
+    "import sys;b=sys.stdin.buffer;n=int(b.readline());s=b.read(n);"
+    'g={"__name__":"__main__"};exec(compile(s,"usrbatch_agent","exec"),g)'
+)
+MODES = ("source", "cold", "warm+src", "warm+hash")
+
+
+def old_encode(request: dict, *, with_source: bool = True) -> bytes:
+    src = (Path(client.__file__).parent / "remote.py").read_bytes()
+    line = json.dumps(request, separators=(",", ":")).encode("utf-8") + b"\n"
+    return str(len(src)).encode("ascii") + b"\n" + src + line
+
+
+def remote_code_cache() -> Path:
+    """The loader's cache dir as an sshd session sees it (no XDG vars: ~/.cache)."""
+    return Path.home() / ".cache" / "usrbatch" / "agent-code"
+
+
+def one_exec(t: SshTransport, mode: str, sent: list[int]) -> float:
+    new_encode = client.encode
+
+    def counting(request: dict, *, with_source: bool = True) -> bytes:
+        data = (old_encode if mode == "source" else new_encode)(request, with_source=with_source)
+        sent.append(len(data))
+        return data
+
+    if mode == "cold":
+        shutil.rmtree(remote_code_cache(), ignore_errors=True)
+    ssh_shell.BOOTSTRAP = OLD_BOOTSTRAP if mode == "source" else client.BOOTSTRAP
+    client.encode = counting  # type: ignore[assignment]
+    t._ship = "hash" if mode == "warm+hash" else "always"
+    try:
+        start = time.perf_counter()
+        inv = t.inventory("ds")
+        took = time.perf_counter() - start
+    finally:
+        client.encode = new_encode  # type: ignore[assignment]
+        ssh_shell.BOOTSTRAP = client.BOOTSTRAP
+    assert inv.exists and inv.hashed_bytes == 0, "the dataset must be inventoried from a warm cache"
+    return took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="2 rounds (a smoke test)")
+    args = ap.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    services = load_services()
+    work = Path(tempfile.mkdtemp(prefix="bench-agent-ship-"))
+    os.environ["USRBATCH_CONTROL_DIR"] = str(work / "cm")
+    server, proc = services.start_sshd(work / "sshd")
+    try:
+        base = work / "remote"
+        (base / "ds").mkdir(parents=True)
+        for i in range(args.files):
+            (base / "ds" / f"f{i:03d}.bin").write_bytes(os.urandom(4096))
+        remote = RemoteConfig(name="b", type="ssh", host=server.alias, user=server.user, base_dir=str(base))
+        transports = {
+            "paramiko": SshTransport(remote, ssh_config_path=server.ssh_config),
+            "openssh": OpenSshTransport(remote, ssh_config_path=server.ssh_config),
+        }
+        for t in transports.values():
+            t.inventory("ds")  # connect (and the master), warm the hash cache and the code cache
+            t.inventory("ds")
+        times: dict[tuple[str, str], list[float]] = {}
+        sizes: dict[str, list[int]] = {m: [] for m in MODES}
+        for _ in range(rounds):
+            for name, t in transports.items():
+                for mode in MODES:
+                    times.setdefault((name, mode), []).append(one_exec(t, mode, sizes[mode]))
+        for t in transports.values():
+            t.close()
+        print(f"agent inventory exec of {args.files} files, {rounds} rounds, medians (ms per exec):")
+        print(f"  {'mode':<10} {'stdin bytes':>11} " + " ".join(f"{n:>9}" for n in transports))
+        for mode in MODES:
+            cells = " ".join(f"{statistics.median(times[(n, mode)]) * 1000:9.1f}" for n in transports)
+            print(f"  {mode:<10} {statistics.median(sizes[mode]):>11.0f} {cells}")
+    finally:
+        for sock in (work / "cm").glob("cm-*"):  # end the ControlMaster this run started
+            subprocess.run(["ssh", "-S", str(sock), "-O", "exit", "x"], capture_output=True, check=False)
+        services.stop_sshd(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
