@@ -13,6 +13,10 @@ each round, medians over the rounds:
              (compile, verify, store: a first exec on a new host or after an upgrade);
   warm+src   loader + compressed source, cached code used (a process's first exec);
   warm+hash  loader + the source's sha256 only, cached code used (every later exec).
+
+Beside the two transports, a `pipe` column runs the same stdin through the same interpreter as a
+local child process (no sshd): the agent's own cost without the session set-up around it (wall,
+and the child's user + sys CPU time, steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,6 +85,26 @@ def one_exec(t: SshTransport, mode: str, sent: list[int]) -> float:
     return took
 
 
+def one_pipe(python: str, request: dict, mode: str, cpu: list[float]) -> float:
+    """The same exec as a local child process: `python -c BOOTSTRAP` with the mode's stdin
+    (wall time returned, the child's user + sys CPU time appended to `cpu`)."""
+    if mode == "cold":
+        shutil.rmtree(remote_code_cache(), ignore_errors=True)
+    if mode == "source":
+        argv, data = [python, "-c", OLD_BOOTSTRAP], old_encode(request)
+    else:
+        argv, data = [python, "-c", client.BOOTSTRAP], client.encode(request, with_source=mode != "warm+hash")
+    env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}  # the cache an sshd session uses
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run(argv, input=data, capture_output=True, check=True, env=env)
+    took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    assert b'"ok":true' in out.stdout, out.stdout[-300:]
+    return took
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -106,16 +131,23 @@ def main() -> None:
             t.inventory("ds")
         times: dict[tuple[str, str], list[float]] = {}
         sizes: dict[str, list[int]] = {m: [] for m in MODES}
+        python = transports["paramiko"]._python  # the interpreter the agent reported over ssh
+        request = client.inventory_request(str(base), "ds", hashes=True, parquet_stats=False)
         for _ in range(rounds):
             for name, t in transports.items():
                 for mode in MODES:
                     times.setdefault((name, mode), []).append(one_exec(t, mode, sizes[mode]))
+            for mode in MODES:
+                cpu = times.setdefault(("pipe cpu", mode), [])
+                times.setdefault(("pipe", mode), []).append(one_pipe(python, request, mode, cpu))
         for t in transports.values():
             t.close()
         print(f"agent inventory exec of {args.files} files, {rounds} rounds, medians (ms per exec):")
-        print(f"  {'mode':<10} {'stdin bytes':>11} " + " ".join(f"{n:>9}" for n in transports))
+        columns = [*transports, "pipe", "pipe cpu"]
+        print(f"  python: {python}")
+        print(f"  {'mode':<10} {'stdin bytes':>11} " + " ".join(f"{n:>9}" for n in columns))
         for mode in MODES:
-            cells = " ".join(f"{statistics.median(times[(n, mode)]) * 1000:9.1f}" for n in transports)
+            cells = " ".join(f"{statistics.median(times[(n, mode)]) * 1000:9.1f}" for n in columns)
             print(f"  {mode:<10} {statistics.median(sizes[mode]):>11.0f} {cells}")
     finally:
         for sock in (work / "cm").glob("cm-*"):  # end the ControlMaster this run started

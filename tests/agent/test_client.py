@@ -303,3 +303,15 @@ def test_loader_name_depends_on_source_and_interpreter() -> None:
     name = loader.code_name(SHA)
     assert name.startswith(SHA) and sys.implementation.cache_tag in name and name.endswith(".code")
     assert os.path.basename(loader.cache_dir()) == "agent-code"
+
+
+def test_the_agent_knows_the_same_reserved_names_as_the_dataset_layout() -> None:
+    """remote.py cannot import usrbatch: its copies of the layout's names are pinned here."""
+    from usrbatch.agent import remote
+    from usrbatch.dataset import layout
+
+    assert set(remote.RUNTIME_TOP) == set(layout.RUNTIME_NAMES)
+    assert (remote.LEASE_PREFIX, remote.TEMP_PREFIX) == (layout.LEASE_PREFIX, layout.TEMP_PREFIX)
+    assert (remote.DATASET_LOCK, remote.EVENTS_LOCK) == (layout.DATASET_LOCK, layout.EVENTS_LOCK)
+    for rel in [".usr.lock", ".usr.lease.x", "a/.usrbatch-tmp-1", "records.parquet", "_derived/x.parquet"]:
+        assert remote.is_runtime(rel) == layout.is_runtime(rel), rel

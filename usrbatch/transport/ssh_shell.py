@@ -17,7 +17,7 @@ import shlex
 from decimal import Decimal
 
 from usrbatch.agent.client import BOOTSTRAP
-from usrbatch.dataset.layout import is_runtime
+from usrbatch.dataset.layout import TEMP_PREFIX, is_runtime
 
 NO_PYTHON_MARK = "USRBATCH-NO-PYTHON3"
 SH_MARK = "USRBATCH-SH:"
@@ -55,12 +55,12 @@ _INVENTORY_SH = "; ".join(
         _EXPAND_BASE,
         f'cd -- "$b/$2" 2>/dev/null || {{ echo {SH_MARK}absent; exit 0; }}',
         f"echo {SH_MARK}files",
-        "find . -mindepth 1 -name '.usrbatch-tmp-*' -prune -o -not -type d -printf '%y %s %T@ %p\\n'",
+        f"find . -mindepth 1 -name '{TEMP_PREFIX}*' -prune -o -not -type d -printf '%y %s %T@ %p\\n'",
         f"echo {SH_MARK}hashes",
         'if [ "$3" = 1 ]; then if command -v sha256sum >/dev/null 2>&1; then '
-        "find . -type f -not -name '.usrbatch-tmp-*' -exec sha256sum {} +; "
+        f"find . -type f -not -name '{TEMP_PREFIX}*' -exec sha256sum {{}} +; "
         "elif command -v shasum >/dev/null 2>&1; then "
-        "find . -type f -not -name '.usrbatch-tmp-*' -exec shasum -a 256 {} +; fi; fi",
+        f"find . -type f -not -name '{TEMP_PREFIX}*' -exec shasum -a 256 {{}} +; fi; fi",
         f"echo {SH_MARK}events",
         "if [ -f .events.log ]; then wc -l < .events.log; fi",
         f"echo {SH_MARK}end",
