@@ -114,9 +114,10 @@ class LocalTransport:
         payload: Mapping[str, str] | None = None,
         snapshot: tuple[str, str] | None = None,
     ) -> Inventory | None:
-        """The agent's `apply` op in-process (client.run_local): every path validated before anything changes;
-        `verify` hashes the listed files first, `payload` validates them, `snapshot` copies the
-        primary a rename replaces; `inventory` returns the post-apply inventory."""
+        """The agent's `apply` op in-process (client.run_local): every path validated before
+        anything changes; `verify` hashes the listed files first, `payload` validates them,
+        `snapshot` copies the primary a rename replaces; `inventory` returns the post-apply
+        inventory."""
         request = client.apply_request(
             str(self.base_dir),
             renames,
