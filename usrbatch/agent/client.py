@@ -29,7 +29,7 @@ from usrbatch.agent.loader import NEED_SOURCE
 from usrbatch.errors import TransferError, VerificationError
 
 AGENT_VERSION = remote.AGENT_VERSION
-OPS = (*remote.OPS, "lease")  # every op the agent answers
+OPS = (*remote.OPS, "lease", "recv", "send")  # every op the agent answers (the last three stream)
 BOOTSTRAP = (
     "import sys,zlib;b=sys.stdin.buffer;n=int(b.readline());s=zlib.decompress(b.read(n));"
     'exec(compile(s,"usrbatch_agent_loader","exec"),{"__name__":"__main__"})'

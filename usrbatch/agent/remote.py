@@ -1793,10 +1793,10 @@ def main():
         try:
             return run_stream(req, stdin, out)
         except Exception as exc:
-            answer = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
+            failed = {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
             if isinstance(exc, StreamFileError):
-                answer = {"ok": False, "path": exc.rel, "error": str(exc)}
-            out.write(b"\n" + json.dumps(answer).encode() + b"\n")
+                failed = {"ok": False, "path": exc.rel, "error": str(exc)}
+            out.write(b"\n" + json.dumps(failed).encode() + b"\n")
             out.flush()
             return 2
     if req.get("op") == "lease":

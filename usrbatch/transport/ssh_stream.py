@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from usrbatch.agent import client
 from usrbatch.errors import RemoteUnavailableError, TransferError, VerificationError
 from usrbatch.files import sha256_prefix
 from usrbatch.remotes import RemoteConfig
@@ -295,7 +296,7 @@ class StreamTransfers:
         chan = self._open_channel()
         try:
             chan.exec_command(ssh_shell.agent_command(python=self._python))
-            chan.sendall(ssh_shell.agent_stdin(request))
+            chan.sendall(client.encode(request))  # the source too: a stream cannot be re-asked
             if request["op"] == "send":
                 chan.shutdown_write()
             reader = Reader(chan)
