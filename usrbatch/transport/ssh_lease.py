@@ -12,12 +12,12 @@ under the lock, so a sync re-observes the locked remote without another round tr
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from usrbatch.agent import client
 from usrbatch.agent.remote import EVENT_LOCK_TIMEOUT, LOCK_ACQUIRED, LOCK_TIMEOUT
 from usrbatch.errors import TransferError
 from usrbatch.transport.base import Inventory
@@ -75,11 +75,9 @@ def read_handshake(chan: paramiko.Channel, token: str, deadline: float) -> Hands
                 return Handshake(wanted[line], noise, rest=buf)
             if line == NO_PYTHON_MARK:
                 return Handshake("no-python", noise)
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    data = json.loads(line)
-                    if isinstance(data, dict) and data.get("ok") is False:
-                        return Handshake("agent-error", noise, str(data.get("error"))[:300])
+            found = client.parse_answer(raw) if line.startswith("{") else None
+            if found is not None and not found.ok:
+                return Handshake("agent-error", noise, found.error[:300])
             noise += 1
         remaining = deadline - time.monotonic()
         if remaining <= 0:
