@@ -12,7 +12,9 @@ each round, medians over the rounds:
   cold       the zlib-compressed loader + source, the remote's compiled-code cache emptied first
              (compile, verify, store: a first exec on a new host or after an upgrade);
   warm+src   loader + compressed source, cached code used (a process's first exec);
-  warm+hash  loader + the source's sha256 only, cached code used (every later exec).
+  warm+hash  loader + the source's sha256 only, cached code used (every later exec);
+  hash+site  warm+hash with python3 started without -S (what -S saves: the site-packages scan).
+All modes but `source` and `hash+site` start python3 with -S, as the transports now do.
 
 Beside the two transports, a `pipe` column runs the same stdin through the same interpreter as a
 local child process (no sshd): the agent's own cost without the session set-up around it (wall,
@@ -47,7 +49,8 @@ OLD_BOOTSTRAP = (
     "import sys;b=sys.stdin.buffer;n=int(b.readline());s=b.read(n);"
     'g={"__name__":"__main__"};exec(compile(s,"usrbatch_agent","exec"),g)'
 )
-MODES = ("source", "cold", "warm+src", "warm+hash")
+MODES = ("source", "cold", "warm+src", "warm+hash", "hash+site")
+WITH_SITE = ("source", "hash+site")  # python3 started without -S (site-packages scanned)
 
 
 def old_encode(request: dict, *, with_source: bool = True) -> bytes:
@@ -71,9 +74,12 @@ def one_exec(t: SshTransport, mode: str, sent: list[int]) -> float:
 
     if mode == "cold":
         shutil.rmtree(remote_code_cache(), ignore_errors=True)
+    python_or = ssh_shell._python_or
+    if mode in WITH_SITE:
+        ssh_shell._python_or = lambda *a: python_or(*a).replace(" -S -c ", " -c ")  # type: ignore[assignment]
     ssh_shell.BOOTSTRAP = OLD_BOOTSTRAP if mode == "source" else client.BOOTSTRAP
     client.encode = counting  # type: ignore[assignment]
-    t._ship = "hash" if mode == "warm+hash" else "always"
+    t._ship = "hash" if mode in ("warm+hash", "hash+site") else "always"
     try:
         start = time.perf_counter()
         inv = t.inventory("ds")
@@ -81,6 +87,7 @@ def one_exec(t: SshTransport, mode: str, sent: list[int]) -> float:
     finally:
         client.encode = new_encode  # type: ignore[assignment]
         ssh_shell.BOOTSTRAP = client.BOOTSTRAP
+        ssh_shell._python_or = python_or  # type: ignore[assignment]
     assert inv.exists and inv.hashed_bytes == 0, "the dataset must be inventoried from a warm cache"
     return took
 
@@ -90,10 +97,12 @@ def one_pipe(python: str, request: dict, mode: str, cpu: list[float]) -> float:
     (wall time returned, the child's user + sys CPU time appended to `cpu`)."""
     if mode == "cold":
         shutil.rmtree(remote_code_cache(), ignore_errors=True)
+    flags = [] if mode in WITH_SITE else ["-S"]
     if mode == "source":
         argv, data = [python, "-c", OLD_BOOTSTRAP], old_encode(request)
     else:
-        argv, data = [python, "-c", client.BOOTSTRAP], client.encode(request, with_source=mode != "warm+hash")
+        with_source = mode not in ("warm+hash", "hash+site")
+        argv, data = [python, *flags, "-c", client.BOOTSTRAP], client.encode(request, with_source=with_source)
     env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}  # the cache an sshd session uses
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()

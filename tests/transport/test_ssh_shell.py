@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,14 @@ def test_missing_python_is_reported(tmp_path: Path) -> None:
 def test_truncated_sh_output_is_an_error() -> None:
     with pytest.raises(ValueError):
         ssh_shell.parse_sh_inventory("USRBATCH-SH:files\nf 1 1.0 ./a\n", True)
+
+
+def test_agent_runs_without_site_yet_probe_still_finds_pyarrow(tmp_path: Path) -> None:
+    """The agent starts with -S (no site-packages scan on every exec); only `probe`, which reports
+    pyarrow's version, loads site-packages, on demand."""
+    import pyarrow
+
+    req = {"op": "probe", "base": str(tmp_path)}
+    code, out = _run(ssh_shell.agent_command(python=sys.executable), client.encode(req))
+    assert code == 0 and "-S -c" in ssh_shell.agent_command()
+    assert json.loads(out.splitlines()[-1])["result"]["pyarrow"] == pyarrow.__version__

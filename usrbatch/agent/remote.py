@@ -1347,6 +1347,10 @@ def probe(base=None):
         "base_writable": None,
     }
     try:
+        if sys.flags.no_site:  # the ssh transports start the agent with -S: site-packages on demand
+            import site
+
+            site.main()
         import pyarrow  # informational: --verify parquet reads the footer without it
 
         out["pyarrow"] = pyarrow.__version__

@@ -32,11 +32,13 @@ def sh_command(script: str, *args: str) -> str:
 
 def _python_or(fallback: str | None, force_sh: bool) -> str:
     # $1 = an interpreter path learned from an earlier answer (or ""), $2 = the bootstrap.
+    # -S: the agent is stdlib only, and `site` (every .pth file of site-packages, sitecustomize)
+    # can cost more than the agent's own work (~50 ms here with a well-filled site-packages).
     known = "false" if force_sh else '[ -n "$1" ] && [ -x "$1" ]'
     on_path = "false" if force_sh else "command -v python3 >/dev/null 2>&1"
     tail = fallback if fallback else f"echo {NO_PYTHON_MARK}; exit 127"
     return (
-        f'if {known}; then exec "$1" -c "$2"; fi; if {on_path}; then exec python3 -c "$2"; fi; '
+        f'if {known}; then exec "$1" -S -c "$2"; fi; if {on_path}; then exec python3 -S -c "$2"; fi; '
         f"shift; shift; {tail}"
     )
 
