@@ -115,18 +115,14 @@ def read_answer_line(chan: paramiko.Channel, buf: bytes) -> bytes:
 
 
 def _lease_inventory(chan: paramiko.Channel, rest: bytes, dataset: str, target: str) -> Inventory:
-    line = read_answer_line(chan, rest)
-    try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or "ok" not in data:
+    found = client.parse_answer(read_answer_line(chan, rest))
+    if found is None:
         raise TransferError(f"Remote inventory of '{dataset}' under its lease on {target} gave no answer.")
-    if not data["ok"] or not isinstance(data.get("result"), dict):
+    if not found.ok:
         raise TransferError(
-            f"Remote inventory of '{dataset}' under its lease on {target} refused: {str(data.get('error'))[:300]}"
+            f"Remote inventory of '{dataset}' under its lease on {target} refused: {found.error[:300]}"
         )
-    return Inventory.from_agent(data["result"])
+    return Inventory.from_agent(found.result)
 
 
 @contextlib.contextmanager
