@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import paramiko
 
 HANDSHAKE_SLACK_S = 15.0
-RELEASE_WAIT_S = 5.0
+RELEASE_WAIT_S = 15.0  # the holder's release + exit; a loaded host can take seconds
 
 
 @dataclass
@@ -206,7 +206,11 @@ def _release(chan: paramiko.Channel) -> int | None:
                 chan.shutdown_write()
         deadline = time.monotonic() + RELEASE_WAIT_S
         while not chan.exit_status_ready():
-            if time.monotonic() >= deadline or not transport.is_active():
+            # An `ssh` process channel is "inactive" exactly when it has exited: look at the exit
+            # status once more, or a holder that released between the two checks reads as lost.
+            if not transport.is_active() and not chan.exit_status_ready():
+                return None
+            if time.monotonic() >= deadline:
                 return None
             time.sleep(0.02)
         return chan.recv_exit_status()
