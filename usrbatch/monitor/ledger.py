@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from usrbatch.dataset.atomic import atomic_write_bytes
 from usrbatch.errors import UsrError
+from usrbatch.files import atomic_write_bytes
 from usrbatch.monitor.cursor import Cursor
 
 LEDGER_VERSION = 1

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.dataset.atomic import atomic_target
+from usrbatch.files import atomic_target
 from usrbatch.jobs.loop import LoopState
 from usrbatch.jobs.status import iter_audit
 from usrbatch.monitor.alerts import parse_ts

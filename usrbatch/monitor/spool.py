@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from usrbatch.dataset.atomic import atomic_write_bytes
+from usrbatch.files import atomic_write_bytes
 from usrbatch.monitor.alerts import Message
 
 RETRY_BASE_S = 5.0
