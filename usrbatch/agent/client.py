@@ -241,11 +241,13 @@ def result_of(answer: Answer, *, what: str, target: str, label: str) -> Any:
 
 def run_local(request: Mapping[str, Any], *, label: str, cache_path: str | None = None) -> Any:
     """Run one request in this process (a local directory): the same ops, answers and errors as
-    over ssh. `cache_path` overrides the hash-cache file of an inventory/apply/stat."""
+    over ssh, except that an unreadable file raises its PermissionError (named by the CLI as
+    `Permission denied: <path>`, as every local file is). `cache_path` overrides the hash-cache
+    file of an inventory/apply/stat."""
     req = dict(request)
     if cache_path is not None:
         req["cache_path"] = cache_path
-    answer = Answer.from_json(remote.answer(req))
+    answer = Answer.from_json(remote.answer(req, raise_permission=True))
     if answer is None:  # remote.answer always returns an answer object
         raise TransferError(f"The agent gave no answer to {req.get('op')!r} on {label}.")
     return result_of(answer, what=str(req.get("op")), target=label, label=label)

@@ -1766,9 +1766,11 @@ OPS = {
 }
 
 
-def answer(req):
+def answer(req, raise_permission=False):
     """The answer object of one request (every op but `lease`): what main() prints, and what the
-    client gets when it runs the agent in-process (usrbatch/agent/client.py maps it to errors)."""
+    client gets when it runs the agent in-process (usrbatch/agent/client.py maps it to errors).
+    In-process (`raise_permission`), an unreadable local file raises its PermissionError, which
+    the CLI prints as `Permission denied: <path>` (over ssh it is the remote's refusal text)."""
     op = OPS.get(req.get("op"))
     if op is None:
         return {"ok": False, "error": "unknown op %r" % (req.get("op"),)}
@@ -1778,6 +1780,10 @@ def answer(req):
         return {"ok": False, "kind": "verification", "path": exc.rel, "error": str(exc)}
     except PayloadInvalid as exc:  # the caller raises a VerificationError with the hint
         return {"ok": False, "kind": "payload", "path": exc.rel, "error": str(exc), "hint": exc.hint}
+    except PermissionError as exc:
+        if raise_permission:
+            raise
+        return {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
     except Exception as exc:  # reported to the caller, which raises a TransferError
         return {"ok": False, "error": "%s: %s" % (exc.__class__.__name__, exc)}
 
