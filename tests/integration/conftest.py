@@ -7,6 +7,7 @@ scenarios in tests/sync use them too.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
@@ -54,3 +55,13 @@ def slurm() -> SchedulerHost:
         "slurm", slurm_available(), "sbatch not on PATH or sinfo shows no usable node within 10 s"
     )
     return SchedulerHost(scheduler="slurm", hostname=socket.gethostname())
+
+
+@pytest.fixture
+def bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs start fresh `python -m usrbatch...` interpreters: with PYTHONDONTWRITEBYTECODE set each
+    would compile every module it imports, so give them one pycache under the session's temp dir.
+    Modules whose jobs run usrbatch take it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))

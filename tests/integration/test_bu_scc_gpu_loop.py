@@ -4,7 +4,6 @@ on a copy of examples/bu-scc-gpu-infer.yaml where only what needs the SCC is rep
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -31,11 +30,7 @@ STAND_INS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
-        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))
+pytestmark = pytest.mark.usefixtures("bytecode_cache")
 
 
 def _adapted_example(ws: Path) -> Path:

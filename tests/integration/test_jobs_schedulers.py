@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +34,7 @@ audit_schema = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(audit_schema)  # type: ignore[union-attr]
 
 
-@pytest.fixture(autouse=True)
-def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
-        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))
+pytestmark = pytest.mark.usefixtures("bytecode_cache")
 
 
 @pytest.fixture(params=SCHEDULERS)

@@ -5,7 +5,6 @@ after all of them; a failing shard stops the dependents; status shows the shards
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,7 @@ from usrbatch.jobs.submit import submit_loop
 TIMEOUT = 300
 
 
-@pytest.fixture(autouse=True)
-def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
-        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))
+pytestmark = pytest.mark.usefixtures("bytecode_cache")
 
 
 @pytest.fixture(params=["local", "sge", "slurm"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +30,7 @@ audit_schema = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(audit_schema)  # type: ignore[union-attr]
 
 
-@pytest.fixture(autouse=True)
-def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
-        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))
+pytestmark = pytest.mark.usefixtures("bytecode_cache")
 
 
 @pytest.fixture(params=SCHEDULERS)

@@ -27,11 +27,7 @@ from usrbatch.monitor.watcher import Watcher  # noqa: E402
 TIMEOUT = 180
 
 
-@pytest.fixture(autouse=True)
-def _bytecode_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
-        monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path_factory.getbasetemp() / "pycache"))
+pytestmark = pytest.mark.usefixtures("bytecode_cache")
 
 
 @pytest.fixture
